@@ -1,0 +1,248 @@
+//! One error type for the whole crate.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::types::{Holder, LeaseId, Revision};
+
+/// Result alias used throughout locker.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each variant saying what happened and what
+/// to try. Messages never contain passwords or tokens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument was rejected before anything was sent (for example an
+    /// empty lock name or a zero TTL).
+    InvalidArgument {
+        /// What was wrong, e.g. "lock name must not be empty".
+        reason: String,
+    },
+    /// An endpoint string could not be parsed as `http://host:port`,
+    /// `https://host:port` or `host:port`.
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No endpoint could be reached; every one was tried.
+    Unreachable {
+        /// Each endpoint tried with the reason it failed.
+        attempts: Vec<(String, String)>,
+    },
+    /// The peer at the endpoint answered, but it is not an etcd v3 gRPC
+    /// server (plain HTTP/1, TLS mismatch, or a gRPC server without etcd's
+    /// services).
+    NotEtcd {
+        /// The endpoint.
+        endpoint: String,
+        /// What was seen.
+        detail: String,
+    },
+    /// A call got no answer within the request timeout.
+    Timeout {
+        /// The endpoint the call went to.
+        endpoint: String,
+        /// The gRPC path, e.g. `/etcdserverpb.KV/Txn`.
+        path: &'static str,
+        /// The time waited.
+        after: Duration,
+    },
+    /// A write was sent but its answer was lost (connection broke or timed
+    /// out); it may or may not have been applied. locker never retries such
+    /// a write blindly.
+    Ambiguous {
+        /// The endpoint.
+        endpoint: String,
+        /// The gRPC path.
+        path: &'static str,
+        /// What happened to the connection.
+        detail: String,
+    },
+    /// etcd answered with an error status.
+    Etcd {
+        /// The endpoint.
+        endpoint: String,
+        /// The gRPC path.
+        path: &'static str,
+        /// The gRPC status code (as its canonical name, e.g. `FailedPrecondition`).
+        code: String,
+        /// etcd's message, e.g. `etcdserver: requested lease not found`.
+        message: String,
+    },
+    /// The user name or password was rejected.
+    AuthFailed {
+        /// The endpoint.
+        endpoint: String,
+        /// etcd's message.
+        message: String,
+    },
+    /// The authenticated user lacks a permission the operation needs.
+    PermissionDenied {
+        /// The endpoint.
+        endpoint: String,
+        /// The gRPC path.
+        path: &'static str,
+        /// etcd's message.
+        message: String,
+    },
+    /// An answer from the server broke the protocol (a missing header, a
+    /// transaction answer of the wrong shape, ...).
+    Protocol {
+        /// The gRPC path.
+        path: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The lease no longer exists or can no longer be assumed alive; every
+    /// lock on it is lost.
+    LeaseExpired {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// The lock is no longer held: its key is gone or belongs to a newer
+    /// holder. Work done under the lock must be treated as unprotected.
+    LockLost {
+        /// The lock key.
+        key: String,
+    },
+    /// `try_lock` found the lock held by someone else.
+    Held(Box<Holder>),
+    /// Waiting for the lock took longer than the acquire timeout; nothing is
+    /// left queued.
+    AcquireTimeout {
+        /// The lock name.
+        name: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// This session already holds or waits for this lock name.
+    AlreadyLocked {
+        /// The lock name.
+        name: String,
+        /// The queue revision of the existing key.
+        revision: Revision,
+    },
+    /// The session was closed; it cannot take new locks.
+    SessionClosed,
+    /// A watch was cancelled by the server and cannot resume (for example
+    /// because its revision was compacted and a resync failed).
+    WatchCanceled {
+        /// The server's reason.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error says the lock or its lease is gone
+    /// ([`Error::LockLost`] or [`Error::LeaseExpired`]).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Error::LockLost { .. } | Error::LeaseExpired { .. })
+    }
+
+    /// True when the failure is one of connectivity (unreachable, timeout,
+    /// ambiguous outcome), which may heal by itself.
+    pub fn is_connectivity(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::Timeout { .. } | Error::Ambiguous { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Error::InvalidEndpoint { endpoint, reason } => {
+                write!(f, "invalid endpoint {endpoint:?}: {reason}")
+            }
+            Error::Unreachable { attempts } => {
+                write!(f, "no etcd endpoint answered: ")?;
+                for (i, (ep, why)) in attempts.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "; ")?;
+                    }
+                    write!(f, "{ep} ({why})")?;
+                }
+                write!(f, "; check that etcd runs there and the address is right")
+            }
+            Error::NotEtcd { endpoint, detail } => write!(
+                f,
+                "the server at {endpoint} is not an etcd v3 gRPC endpoint ({detail}); check the address, port and http/https scheme"
+            ),
+            Error::Timeout {
+                endpoint,
+                path,
+                after,
+            } => write!(
+                f,
+                "{path} to {endpoint} got no answer within {after:?}; the cluster may have lost its leader or the network may be cut"
+            ),
+            Error::Ambiguous {
+                endpoint,
+                path,
+                detail,
+            } => write!(
+                f,
+                "{path} to {endpoint} was sent but its answer was lost ({detail}); it may or may not have been applied"
+            ),
+            Error::Etcd {
+                endpoint,
+                path,
+                code,
+                message,
+            } => write!(f, "{path} to {endpoint} failed: {message} (gRPC {code})"),
+            Error::AuthFailed { endpoint, message } => write!(
+                f,
+                "etcd at {endpoint} rejected the credentials: {message}; check the user name and password"
+            ),
+            Error::PermissionDenied {
+                endpoint,
+                path,
+                message,
+            } => write!(
+                f,
+                "{path} to {endpoint} was refused: {message}; the user needs read-write permission on the lock's key prefix"
+            ),
+            Error::Protocol { path, detail } => {
+                write!(f, "malformed answer to {path}: {detail}")
+            }
+            Error::LeaseExpired { lease } => write!(
+                f,
+                "lease {lease} expired or can no longer be assumed alive; its locks are lost"
+            ),
+            Error::LockLost { key } => write!(
+                f,
+                "lock key {key} is no longer held; work done under it is unprotected"
+            ),
+            Error::Held(h) => write!(
+                f,
+                "lock is held by {:?} (key {}, lease {}, fencing token {})",
+                String::from_utf8_lossy(&h.value),
+                h.key,
+                h.lease,
+                h.fencing_token
+            ),
+            Error::AcquireTimeout { name, after } => {
+                write!(f, "lock {name:?} was not acquired within {after:?}")
+            }
+            Error::AlreadyLocked { name, revision } => write!(
+                f,
+                "this session already holds or waits for lock {name:?} (queue revision {revision}); use another session to queue twice"
+            ),
+            Error::SessionClosed => write!(f, "the session is closed"),
+            Error::WatchCanceled { reason } => write!(f, "watch canceled by etcd: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,878 @@
+//! The lock recipe: acquire, wait for the predecessor, hold, release.
+//!
+//! Key layout: `{name}/{lease id in lowercase hex}`, as etcd's Go
+//! `concurrency.Mutex`, `etcdctl lock` and the server-side `Lock` RPC use,
+//! so one name is one lock across all of them. Each contender's key is its
+//! place in a FIFO queue, ordered by the key's create revision, and that
+//! revision is the holder's fencing token.
+//!
+//! 1. **Acquire** — one `Txn`: if my key does not exist, put it (with my
+//!    lease) and read the oldest key under `{name}/`; else read my key and
+//!    the oldest key. My queue revision is the put's revision (or my existing
+//!    key's create revision). When the oldest key is mine, I hold the lock.
+//! 2. **Wait** — read the newest key created before mine (`Range` sorted by
+//!    create revision, descending, limit 1, `max_create_revision` = mine):
+//!    that is my immediate predecessor, or myself when none is left. Watch
+//!    only the predecessor until it is deleted, then read again. No
+//!    thundering herd: each release wakes one waiter. The same read also
+//!    proves that my own key still exists: if my lease expired while I
+//!    waited, the read finds nothing of mine and I do not get the lock
+//!    (the flaw of etcd issue 11456).
+//! 3. **Release** — a lock with its own lease: `LeaseRevoke` (key and lease
+//!    go in one commit). A lock on a shared session: a `Txn` that deletes my
+//!    key only if its create revision is still mine.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::client::{prefix_end, Client, Retry};
+use crate::error::{Error, Result};
+use crate::session::{LostReason, SessionInner};
+use crate::types::{Holder, KeyValue, LeaseId, Revision};
+use crate::watch::wait_deleted;
+use crate::wire::etcdserverpb as pb;
+use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::range_request::{SortOrder, SortTarget};
+use pb::request_op::Request as Op;
+use pb::response_op::Response as OpResp;
+
+/// The default lease TTL of a lock with its own lease.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Longest lock name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// Largest holder value accepted, in bytes (etcd refuses requests over 1.5 MiB).
+pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+
+/// The default value stored in a holder's key: `host:pid`, read from
+/// `/proc/sys/kernel/hostname` (or `$HOSTNAME`), so others can see who
+/// holds a lock.
+pub fn default_value() -> Vec<u8> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    format!("{host}:{}", std::process::id()).into_bytes()
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid("lock name must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "lock name is {} bytes; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid("lock name must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn validate_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::invalid(format!(
+            "lock value is {} bytes; at most {MAX_VALUE_LEN} are allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn lock_key(name: &str, lease: LeaseId) -> String {
+    format!("{name}/{lease}")
+}
+
+fn lock_prefix(name: &str) -> String {
+    format!("{name}/")
+}
+
+/// `Range` of the oldest key under the prefix: the holder.
+fn owner_range(prefix: &str) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        sort_order: SortOrder::Ascend as i32,
+        sort_target: SortTarget::Create as i32,
+        limit: 1,
+        ..Default::default()
+    }
+}
+
+fn compare_create(key: &str, rev: Revision) -> pb::Compare {
+    pb::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(TargetUnion::CreateRevision(rev.0)),
+        range_end: Vec::new(),
+    }
+}
+
+fn op(r: Op) -> pb::RequestOp {
+    pb::RequestOp { request: Some(r) }
+}
+
+fn range_resp(path_resp: &pb::TxnResponse, i: usize) -> Result<&pb::RangeResponse> {
+    match path_resp.responses.get(i).and_then(|r| r.response.as_ref()) {
+        Some(OpResp::ResponseRange(r)) => Ok(r),
+        _ => Err(Error::Protocol {
+            path: crate::client::paths::TXN,
+            detail: format!("answer {i} of the lock transaction is not a range"),
+        }),
+    }
+}
+
+/// Where a lock's key sits in the queue after the acquire transaction.
+struct Queued {
+    rev: Revision,
+    owner: Option<KeyValue>,
+}
+
+/// Step 1: create my key if absent and read the holder, in one `Txn`.
+/// With `only_if_free`, the key is created only when no key exists under
+/// the prefix (a try-lock that needs no cleanup).
+async fn enqueue(
+    s: &SessionInner,
+    name: &str,
+    value: &[u8],
+    only_if_free: bool,
+) -> Result<Queued> {
+    let key = lock_key(name, s.lease);
+    let prefix = lock_prefix(name);
+    let mut cmp = compare_create(&key, Revision(0));
+    if only_if_free {
+        cmp.key = prefix.as_bytes().to_vec();
+        cmp.range_end = prefix_end(prefix.as_bytes());
+    }
+    let put = pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.to_vec(),
+        lease: s.lease.0,
+        prev_kv: false,
+    };
+    let get_mine = pb::RangeRequest {
+        key: key.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let req = pb::TxnRequest {
+        compare: vec![cmp],
+        success: vec![op(Op::RequestPut(put)), op(Op::RequestRange(owner_range(&prefix)))],
+        failure: vec![
+            op(Op::RequestRange(get_mine)),
+            op(Op::RequestRange(owner_range(&prefix))),
+        ],
+    };
+    // Safe to resend: a second try finds the key and reads it back.
+    let resp = s.client.txn(Retry::Safe, req).await?;
+    let rev = crate::client::header(crate::client::paths::TXN, resp.header)?.revision;
+    let owner = range_resp(&resp, 1)?.kvs.first().cloned().map(KeyValue::from);
+    let my_rev = if resp.succeeded {
+        Revision(rev)
+    } else {
+        match range_resp(&resp, 0)?.kvs.first() {
+            Some(kv) => Revision(kv.create_revision),
+            None => Revision(0), // only_if_free and someone else is queued
+        }
+    };
+    Ok(Queued { rev: my_rev, owner })
+}
+
+/// Step 2: wait until no key older than mine is left. Returns when I hold
+/// the lock; errors when my key vanished (lease lost) or the session ended.
+async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()> {
+    let key = lock_key(name, s.lease);
+    let prefix = lock_prefix(name);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if let Some(r) = s.lost() {
+            return Err(s.lost_error(r));
+        }
+        // One read-only Txn (no raft commit): my immediate predecessor, and
+        // my own key.
+        let pred = pb::RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Create as i32,
+            max_create_revision: my_rev.0 - 1,
+            limit: 1,
+            ..Default::default()
+        };
+        let mine = pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let req = pb::TxnRequest {
+            compare: vec![],
+            success: vec![op(Op::RequestRange(pred)), op(Op::RequestRange(mine))],
+            failure: vec![],
+        };
+        let resp = match s.client.txn(Retry::Safe, req).await {
+            Ok(r) => r,
+            Err(e) if e.is_connectivity() => {
+                // The cluster is unreachable: keep waiting while the lease
+                // may still be alive; the lost signal ends the wait.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        backoff = Duration::from_millis(50);
+        let read_rev = Revision(resp.header.as_ref().map_or(0, |h| h.revision));
+        let still_mine = range_resp(&resp, 1)?
+            .kvs
+            .first()
+            .is_some_and(|kv| kv.create_revision == my_rev.0);
+        if !still_mine {
+            // My key is gone: my lease expired (or someone deleted the key)
+            // while I waited. I must not take the lock.
+            return Err(Error::LockLost { key });
+        }
+        let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
+            return Ok(());
+        };
+        match wait_deleted(&s.client, &pred.key, Revision(pred.create_revision), read_rev).await {
+            Ok(()) => {}
+            Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How a guard gives its lock back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Release {
+    /// The lock has its own lease: revoke it.
+    RevokeLease,
+    /// The lock is one of many on a session: delete the key if still mine.
+    DeleteKey,
+}
+
+/// A held lock. Release it with [`release`](LockGuard::release).
+///
+/// # Dropping without release
+///
+/// - A lock with its own lease (from [`Client::lock`]): the keepalive stops
+///   at once and, when a tokio runtime is running, the lease is revoked by a
+///   background task (bounded by the request timeout), so the next waiter
+///   gets the lock within about one round trip. Without a runtime, the lease
+///   expires after its TTL.
+/// - A lock on a [`Session`](crate::Session): a background task deletes the
+///   key if its create revision is still this guard's; without a runtime
+///   the key stays until the session is closed or its lease expires.
+#[must_use = "dropping the guard releases the lock in the background"]
+pub struct LockGuard {
+    session: Arc<SessionInner>,
+    release: Release,
+    name: String,
+    key: String,
+    value: Vec<u8>,
+    rev: Revision,
+    done: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key)
+            .field("fencing_token", &self.rev)
+            .field("lease", &self.session.lease)
+            .field("lost", &self.session.lost())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lock key, `{name}/{lease hex}`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lease the key is attached to.
+    pub fn lease(&self) -> LeaseId {
+        self.session.lease
+    }
+
+    /// The TTL etcd granted to the lease.
+    pub fn ttl(&self) -> Duration {
+        self.session.ttl
+    }
+
+    /// The value stored in the key.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The fencing token: the key's create revision. It only grows across
+    /// successive holders of one name. Pass it to an outside resource and
+    /// have it refuse writes carrying a smaller token than one it has seen.
+    pub fn fencing_token(&self) -> Revision {
+        self.rev
+    }
+
+    /// The local monotonic time until which the lease is known to be alive
+    /// (see [`Session::deadline`](crate::Session::deadline)).
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.session.deadline()
+    }
+
+    /// Whether the lease is known to be lost (the lost signal has fired).
+    pub fn is_lost(&self) -> bool {
+        self.session.lost().is_some()
+    }
+
+    /// Resolves when the lock can no longer be assumed held: the lease's
+    /// local deadline passed without a keepalive answer, etcd said the lease
+    /// is gone, or the session was closed. It fires before etcd could
+    /// give the lock to anyone else.
+    ///
+    /// ```no_run
+    /// # async fn f(guard: locker::LockGuard) {
+    /// tokio::select! {
+    ///     reason = guard.lost() => eprintln!("lock lost: {reason:?}; stopping"),
+    ///     _ = async { /* the work */ } => {}
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lost(&self) -> LostReason {
+        self.session.wait_lost().await
+    }
+
+    /// A comparison that holds exactly while this guard's key is the one
+    /// that won the lock: put it into your own `Txn` (see
+    /// [`Client::txn_raw`]) to make a write conditional on holding the lock.
+    pub fn is_owner(&self) -> pb::Compare {
+        compare_create(&self.key, self.rev)
+    }
+
+    /// Runs `ops` in one transaction only if this guard still holds the
+    /// lock (its key's create revision is still the fencing token).
+    /// Returns the answers of the ops.
+    ///
+    /// Wire calls: one `KV/Txn` (one raft commit); it is not resent once it
+    /// may have reached etcd.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] when the key is gone or is not this guard's,
+    /// [`Error::LeaseExpired`] when the lost signal already fired (nothing
+    /// is sent), [`Error::Ambiguous`] when the answer was lost.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the transaction may be applied even if the future is dropped.
+    pub async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
+        if let Some(r) = self.session.lost() {
+            return Err(self.session.lost_error(r));
+        }
+        let req = pb::TxnRequest {
+            compare: vec![self.is_owner()],
+            success: ops,
+            failure: vec![],
+        };
+        let resp = self.session.client.txn(Retry::IfNotSent, req).await?;
+        if !resp.succeeded {
+            return Err(Error::LockLost {
+                key: self.key.clone(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// Writes `key = value` only if this guard still holds the lock; returns
+    /// the write's revision. See [`txn`](Self::txn).
+    ///
+    /// # Errors
+    /// As for [`txn`](Self::txn).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may be applied even if the future is dropped.
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<Revision> {
+        let put = pb::PutRequest {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+            lease: 0,
+            prev_kv: false,
+        };
+        let resp = self.txn(vec![op(Op::RequestPut(put))]).await?;
+        Ok(Revision(resp.header.map_or(0, |h| h.revision)))
+    }
+
+    /// Releases the lock.
+    ///
+    /// Wire calls: for a lock with its own lease, one `Lease/LeaseRevoke`
+    /// (key and lease deleted in one commit); for a lock on a session, one
+    /// `KV/Txn` deleting the key if its create revision is still the fencing
+    /// token (one commit).
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] or [`Error::LeaseExpired`] when the lock had been
+    /// lost before the release: the work done under it was not protected to
+    /// the end. Network errors: the lock then goes when its lease expires.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the release may or may not be applied; if it is not,
+    /// the lease expiry (or the drop of the session) frees the lock.
+    pub async fn release(mut self) -> Result<()> {
+        self.done = true;
+        self.session.unreserve(&self.name);
+        match self.release {
+            Release::RevokeLease => {
+                let lost = self.session.lost();
+                let existed = self.session.revoke().await?;
+                match lost {
+                    Some(r) => Err(self.session.lost_error(r)),
+                    None if !existed => Err(Error::LeaseExpired {
+                        lease: self.session.lease,
+                    }),
+                    None => Ok(()),
+                }
+            }
+            Release::DeleteKey => {
+                let lost = self.session.lost();
+                let deleted = delete_if_mine(&self.session.client, &self.key, self.rev).await?;
+                match lost {
+                    Some(r) => Err(self.session.lost_error(r)),
+                    None if !deleted => Err(Error::LockLost {
+                        key: self.key.clone(),
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Deletes `key` if its create revision is `rev`; true if it was deleted.
+async fn delete_if_mine(client: &Client, key: &str, rev: Revision) -> Result<bool> {
+    let req = pb::TxnRequest {
+        compare: vec![compare_create(key, rev)],
+        success: vec![op(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        }))],
+        failure: vec![],
+    };
+    // Safe to resend: the compare makes a second delete a no-op.
+    Ok(client.txn(Retry::Safe, req).await?.succeeded)
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.session.unreserve(&self.name);
+        if self.release == Release::DeleteKey {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let client = self.session.client.clone();
+                let key = std::mem::take(&mut self.key);
+                let rev = self.rev;
+                rt.spawn(async move {
+                    let _ = delete_if_mine(&client, &key, rev).await;
+                });
+            }
+        }
+        // RevokeLease: dropping the last reference to the session revokes.
+    }
+}
+
+/// Removes a queued key if the acquiring future is dropped or fails.
+struct QueueCleanup {
+    session: Arc<SessionInner>,
+    name: String,
+    armed: bool,
+}
+
+impl QueueCleanup {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for QueueCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.session.unreserve(&self.name);
+        // A lock with its own lease is cleaned up by the lease revoke when
+        // its session is dropped; a key on a shared session is deleted here.
+        if Arc::strong_count(&self.session) > 1 {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let client = self.session.client.clone();
+                let key = lock_key(&self.name, self.session.lease);
+                rt.spawn(async move {
+                    let _ = client.delete(key).await;
+                });
+            }
+        }
+    }
+}
+
+/// Where a lock request gets its lease.
+enum Lease {
+    Own { client: Client, ttl: Duration },
+    Shared(Arc<SessionInner>),
+}
+
+/// The options shared by [`LockRequest`] and [`TryLockRequest`].
+struct Spec {
+    lease: Lease,
+    name: String,
+    value: Option<Vec<u8>>,
+}
+
+impl Spec {
+    fn new(lease: Lease, name: String) -> Spec {
+        Spec {
+            lease,
+            name,
+            value: None,
+        }
+    }
+
+    /// Validates the input and gets the session (granting a lease if the
+    /// lock has its own).
+    async fn session(&self) -> Result<(Arc<SessionInner>, Release)> {
+        validate_name(&self.name)?;
+        if let Some(v) = &self.value {
+            validate_value(v)?;
+        }
+        match &self.lease {
+            Lease::Own { client, ttl } => {
+                crate::client::ttl_secs(*ttl)?;
+                Ok((SessionInner::grant(client, *ttl).await?, Release::RevokeLease))
+            }
+            Lease::Shared(s) => {
+                if let Some(r) = s.lost() {
+                    return Err(s.lost_error(r));
+                }
+                Ok((s.clone(), Release::DeleteKey))
+            }
+        }
+    }
+
+    fn guard(self, session: Arc<SessionInner>, release: Release, value: Vec<u8>, rev: Revision) -> LockGuard {
+        session.set_revision(&self.name, rev);
+        LockGuard {
+            key: lock_key(&self.name, session.lease),
+            session,
+            release,
+            name: self.name,
+            value,
+            rev,
+            done: false,
+        }
+    }
+}
+
+/// A request to wait for a lock: set options, then `.await` it.
+///
+/// Wire calls when the lock is free: one `KV/Txn` (plus one
+/// `Lease/LeaseGrant` first for a lock with its own lease). When it is held:
+/// per predecessor that leaves, one `KV/Range` and one `Watch` stream with
+/// its create request; finally one `KV/Range` proving the key is still mine
+/// and first in line.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a bad name, value or TTL;
+/// [`Error::AcquireTimeout`] when [`timeout`](Self::timeout) passes;
+/// [`Error::LockLost`] or [`Error::LeaseExpired`] when the lease was lost
+/// while waiting; [`Error::AlreadyLocked`] when the session already holds
+/// or waits for this name; network errors.
+///
+/// # Cancel safety
+/// Dropping the future leaves nothing queued: a lock with its own lease is
+/// revoked in the background, a key on a session is deleted in the
+/// background.
+#[must_use = "a lock request does nothing until awaited"]
+pub struct LockRequest {
+    spec: Spec,
+    timeout: Option<Duration>,
+}
+
+impl LockRequest {
+    pub(crate) fn on_session(session: Arc<SessionInner>, name: String) -> Self {
+        LockRequest {
+            spec: Spec::new(Lease::Shared(session), name),
+            timeout: None,
+        }
+    }
+
+    /// The TTL of the lock's own lease (default 10 s). Ignored for a lock on
+    /// a session, which uses the session's lease.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        if let Lease::Own { ttl: t, .. } = &mut self.spec.lease {
+            *t = ttl;
+        }
+        self
+    }
+
+    /// The value stored in the key, visible to others as the holder's
+    /// identity (default: [`default_value`]).
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.spec.value = Some(value.into());
+        self
+    }
+
+    /// Give up waiting after this long (the grant and first transaction
+    /// count too). The queue key is removed before the error is returned.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<LockGuard> {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let (session, release) = self.spec.session().await?;
+        session.reserve(&self.spec.name)?;
+        let cleanup = QueueCleanup {
+            session: session.clone(),
+            name: self.spec.name.clone(),
+            armed: true,
+        };
+        let value = self.spec.value.clone().unwrap_or_else(default_value);
+        let wait = async {
+            let q = enqueue(&session, &self.spec.name, &value, false).await?;
+            let mine = q.owner.as_ref().is_some_and(|o| o.create_revision == q.rev);
+            if !mine {
+                wait_turn(&session, &self.spec.name, q.rev).await?;
+            }
+            Ok::<Revision, Error>(q.rev)
+        };
+        let lost = session.wait_lost();
+        let outcome = tokio::select! {
+            r = wait => r,
+            r = lost => Err(session.lost_error(r)),
+            _ = sleep_until_opt(deadline) => Err(Error::AcquireTimeout {
+                name: self.spec.name.clone(),
+                after: self.timeout.unwrap_or_default(),
+            }),
+        };
+        match outcome {
+            Ok(rev) => {
+                // The lease may have been lost just as the wait ended.
+                if let Some(r) = session.lost() {
+                    drop(cleanup);
+                    return Err(session.lost_error(r));
+                }
+                cleanup.disarm();
+                Ok(self.spec.guard(session, release, value, rev))
+            }
+            Err(e) => {
+                cleanup.disarm();
+                session.unreserve(&self.spec.name);
+                // Leave nothing queued before reporting the error.
+                let _ = match release {
+                    Release::RevokeLease => session.revoke().await.map(|_| ()),
+                    Release::DeleteKey => session
+                        .client
+                        .delete(lock_key(&self.spec.name, session.lease))
+                        .await
+                        .map(|_| ()),
+                };
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl IntoFuture for LockRequest {
+    type Output = Result<LockGuard>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<LockGuard>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// The outcome of a try-lock.
+#[derive(Debug)]
+#[must_use]
+pub enum TryLock {
+    /// The lock was free and is now held.
+    Acquired(LockGuard),
+    /// Someone else holds the lock (or waits for it first); nothing of ours
+    /// was left behind.
+    Held(Holder),
+}
+
+/// A request to take a lock only if it is free: set options, then `.await`.
+///
+/// Wire calls: one `KV/Txn` that creates the key only if no key exists
+/// under `{name}/`, and otherwise reads the holder; so a busy lock leaves
+/// nothing to clean up. A lock with its own lease adds one
+/// `Lease/LeaseGrant` before, and one `Lease/LeaseRevoke` after when the
+/// lock was busy.
+///
+/// # Errors
+/// As for [`LockRequest`], without the timeout.
+///
+/// # Cancel safety
+/// As for [`LockRequest`].
+#[must_use = "a try-lock request does nothing until awaited"]
+pub struct TryLockRequest {
+    spec: Spec,
+}
+
+impl TryLockRequest {
+    pub(crate) fn on_session(session: Arc<SessionInner>, name: String) -> Self {
+        TryLockRequest {
+            spec: Spec::new(Lease::Shared(session), name),
+        }
+    }
+
+    /// The TTL of the lock's own lease (default 10 s); ignored on a session.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        if let Lease::Own { ttl: t, .. } = &mut self.spec.lease {
+            *t = ttl;
+        }
+        self
+    }
+
+    /// The value stored in the key (default: [`default_value`]).
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.spec.value = Some(value.into());
+        self
+    }
+
+    async fn run(self) -> Result<TryLock> {
+        let (session, release) = self.spec.session().await?;
+        session.reserve(&self.spec.name)?;
+        let cleanup = QueueCleanup {
+            session: session.clone(),
+            name: self.spec.name.clone(),
+            armed: true,
+        };
+        let value = self.spec.value.clone().unwrap_or_else(default_value);
+        let q = enqueue(&session, &self.spec.name, &value, true).await?;
+        match q.owner {
+            Some(owner) if q.rev.0 != 0 && owner.create_revision == q.rev => {
+                cleanup.disarm();
+                Ok(TryLock::Acquired(self.spec.guard(session, release, value, q.rev)))
+            }
+            Some(owner) if q.rev.0 == 0 || owner.create_revision != q.rev => {
+                cleanup.disarm();
+                session.unreserve(&self.spec.name);
+                if release == Release::RevokeLease {
+                    session.revoke().await?;
+                }
+                Ok(TryLock::Held(Holder::from_kv(&self.spec.name, owner)))
+            }
+            _ => Err(Error::Protocol {
+                path: crate::client::paths::TXN,
+                detail: "the try-lock transaction read no holder".into(),
+            }),
+        }
+    }
+}
+
+impl IntoFuture for TryLockRequest {
+    type Output = Result<TryLock>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<TryLock>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl Client {
+    /// Waits in FIFO order for the lock `name`, on a lease of its own kept
+    /// alive until release (the original Go locker's model).
+    ///
+    /// ```no_run
+    /// # async fn f(client: locker::Client) -> locker::Result<()> {
+    /// use std::time::Duration;
+    /// let guard = client
+    ///     .lock("jobs/nightly")
+    ///     .ttl(Duration::from_secs(5))
+    ///     .value("host-a")
+    ///     .timeout(Duration::from_secs(30))
+    ///     .await?;
+    /// println!("fencing token {}", guard.fencing_token());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lock(&self, name: impl Into<String>) -> LockRequest {
+        LockRequest {
+            spec: Spec::new(
+                Lease::Own {
+                    client: self.clone(),
+                    ttl: DEFAULT_TTL,
+                },
+                name.into(),
+            ),
+            timeout: None,
+        }
+    }
+
+    /// Takes the lock `name` only if it is free, on a lease of its own.
+    ///
+    /// ```no_run
+    /// # async fn f(client: locker::Client) -> locker::Result<()> {
+    /// match client.try_lock("jobs/nightly").await? {
+    ///     locker::TryLock::Acquired(guard) => guard.release().await?,
+    ///     locker::TryLock::Held(h) => println!("held by {}", h.value_str()),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_lock(&self, name: impl Into<String>) -> TryLockRequest {
+        TryLockRequest {
+            spec: Spec::new(
+                Lease::Own {
+                    client: self.clone(),
+                    ttl: DEFAULT_TTL,
+                },
+                name.into(),
+            ),
+        }
+    }
+
+    /// The current holder of `name` (the oldest key in its queue), with the
+    /// time left on its lease; `None` when the lock is free.
+    ///
+    /// Wire calls: one `KV/Range`, then one `Lease/LeaseTimeToLive` when held.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name; network errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe (reads only).
+    pub async fn holder(&self, name: &str) -> Result<Option<Holder>> {
+        validate_name(name)?;
+        let resp = self.range(owner_range(&lock_prefix(name))).await?;
+        let Some(kv) = resp.kvs.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut holder = Holder::from_kv(name, KeyValue::from(kv));
+        if holder.lease.0 != 0 {
+            holder.ttl_left = self.lease_time_to_live(holder.lease).await?;
+        }
+        Ok(Some(holder))
+    }
+}
