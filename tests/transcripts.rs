@@ -1,0 +1,335 @@
+//! Golden wire transcripts: the exact ordered calls each public operation
+//! sends to a real etcd, with their key fields, and the raft commits each
+//! costs (from etcd's `etcd_server_proposals_committed_total`). The README's
+//! wire table is checked against the same measurements, so the two cannot
+//! drift. A change in wire behaviour breaks this test.
+#![cfg(feature = "testing")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use locker::testing::Etcd;
+use locker::{Client, LockEvent, TryLock, WireKind, WireRecord};
+use tokio::time::{timeout, Instant};
+
+const COMMITS: &str = "etcd_server_proposals_committed_total";
+/// Long enough that no keepalive is due while a transcript is recorded.
+const TTL: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<WireRecord>>>);
+
+impl Recorder {
+    fn take(&self) -> Vec<WireRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The sent side of the transcript: calls, stream opens and sends.
+    fn sent(&self) -> Vec<String> {
+        self.take().iter().filter_map(sent_line).collect()
+    }
+
+    fn contains(&self, pred: impl Fn(&WireRecord) -> bool) -> bool {
+        self.0.lock().unwrap().iter().any(pred)
+    }
+}
+
+fn sent_line(r: &WireRecord) -> Option<String> {
+    match r.kind {
+        WireKind::Unary => Some(format!("call {} {}", r.path, r.request)),
+        WireKind::StreamOpen => Some(format!("open {}", r.path)),
+        WireKind::StreamSend => Some(format!("send {} {}", r.path, r.request)),
+        _ => None,
+    }
+}
+
+/// `Lease/LeaseGrant` from `call /etcdserverpb.Lease/LeaseGrant ...`, and
+/// `Watch` for a watch stream (the README's names).
+fn method(line: &str) -> Option<String> {
+    let mut parts = line.split_whitespace();
+    let kind = parts.next()?;
+    let path = parts.next()?.trim_start_matches("/etcdserverpb.");
+    match kind {
+        "call" => Some(path.to_owned()),
+        "open" => Some("Watch/Watch".to_owned()).filter(|_| path == "Watch/Watch"),
+        _ => None,
+    }
+}
+
+async fn client(etcd: &Etcd, rec: &Recorder) -> Client {
+    let r = rec.clone();
+    Client::builder()
+        .endpoints(etcd.endpoints())
+        .audit(move |w: &WireRecord| r.0.lock().unwrap().push(w.clone()))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn commits(etcd: &Etcd) -> i64 {
+    etcd.metric(0, COMMITS).await.expect("metrics") as i64
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn owner_range(name: &str) -> String {
+    format!("range \"{name}/\"..\"{name}0\" sort=create:asc limit=1")
+}
+
+fn acquire_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [put \"{key}\" value_len={value_len} lease={lease}, {o}] else [range \"{key}\", {o}]",
+        o = owner_range(name)
+    )
+}
+
+fn try_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [put \"{key}\" value_len={value_len} lease={lease}, {o}] else [range \"{key}\", {o}]",
+        o = owner_range(name)
+    )
+}
+
+fn wait_txn(name: &str, key: &str, my_rev: i64) -> String {
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [] then [range \"{name}/\"..\"{name}0\" sort=create:desc limit=1 max_create={}, range \"{key}\"] else []",
+        my_rev - 1
+    )
+}
+
+const GRANT_60: &str = "call /etcdserverpb.Lease/LeaseGrant grant ttl=60s";
+
+/// Measured per operation: the sent transcript and the commits.
+struct Measured {
+    calls: Vec<String>,
+    commits: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_sends_exactly_its_golden_transcript() {
+    let etcd = Etcd::single().await.expect("etcd");
+    let rec = Recorder::default();
+    let other_rec = Recorder::default();
+    let mut table: BTreeMap<&'static str, Measured> = BTreeMap::new();
+    let mut measure = |op: &'static str, lines: &[String], commits: i64| {
+        let calls = lines.iter().filter_map(|l| method(l)).collect();
+        table.insert(op, Measured { calls, commits });
+    };
+
+    // connect
+    let c0 = commits(&etcd).await;
+    let client = client(&etcd, &rec).await;
+    let other = self::client(&etcd, &other_rec).await;
+    other_rec.take();
+    let got = rec.sent();
+    assert_eq!(got, ["call /etcdserverpb.Maintenance/Status status"]);
+    measure("connect", &got, commits(&etcd).await - c0);
+
+    // lock, free (own lease)
+    let c0 = commits(&etcd).await;
+    let g = client.lock("t/a").ttl(TTL).value("v1").await.unwrap();
+    let (key, lease) = (g.key().to_owned(), g.lease().to_string());
+    let got = rec.sent();
+    assert_eq!(got, [GRANT_60.to_owned(), acquire_txn("t/a", &key, 2, &lease)]);
+    measure("lock (free)", &got, commits(&etcd).await - c0);
+
+    // try_lock while held (own lease)
+    let c0 = commits(&etcd).await;
+    let held = other.try_lock("t/a").ttl(TTL).value("v2").await.unwrap();
+    let TryLock::Held(h) = held else { panic!("double grant") };
+    assert_eq!(h.key, key);
+    let got = other_rec.sent();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let other_lease = got[2].rsplit('=').next().unwrap().to_owned();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            try_txn("t/a", &format!("t/a/{other_lease}"), 2, &other_lease),
+            format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={other_lease}"),
+        ]
+    );
+    measure("try_lock (held)", &got, commits(&etcd).await - c0);
+
+    // holder
+    let c0 = commits(&etcd).await;
+    let holder = client.holder("t/a").await.unwrap().unwrap();
+    assert_eq!(holder.value, b"v1");
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [
+            format!("call /etcdserverpb.KV/Range {}", owner_range("t/a")),
+            format!("call /etcdserverpb.Lease/LeaseTimeToLive ttl id={lease}"),
+        ]
+    );
+    measure("holder", &got, commits(&etcd).await - c0);
+
+    // a lock-guarded write
+    let c0 = commits(&etcd).await;
+    g.put("t/data", "x").await.unwrap();
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == {}] then [put \"t/data\" value_len=1] else []",
+            g.fencing_token()
+        )]
+    );
+    measure("guarded write", &got, commits(&etcd).await - c0);
+
+    // watch_lock
+    let c0 = commits(&etcd).await;
+    let mut events = client.watch_lock("t/a").await.unwrap();
+    let first = timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    let LockEvent::Snapshot { revision, .. } = first else { panic!("{first:?}") };
+    wait_until("the watch stream to open", || {
+        rec.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
+    })
+    .await;
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [
+            "call /etcdserverpb.KV/Range range \"t/a/\"..\"t/a0\"".to_owned(),
+            "open /etcdserverpb.Watch/Watch".to_owned(),
+            format!("send /etcdserverpb.Watch/Watch watch create \"t/a/\"..\"t/a0\" start_rev={}", revision.0 + 1),
+        ]
+    );
+    measure("watch_lock", &got, commits(&etcd).await - c0);
+    drop(events);
+
+    // lock after waiting: `other` queues behind `g`, then `g` is released.
+    let c_wait0 = commits(&etcd).await;
+    let waiter = {
+        let other = other.clone();
+        tokio::spawn(async move { other.lock("t/a").ttl(TTL).value("v2").await })
+    };
+    wait_until("the waiter to watch its predecessor", || {
+        other_rec.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
+    })
+    .await;
+    let c0 = commits(&etcd).await;
+    g.release().await.unwrap();
+    let got_release = rec.sent();
+    let w = timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let c_after = commits(&etcd).await;
+    assert_eq!(got_release, [format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={lease}")]);
+    let wl = w.lease().to_string();
+    let got = other_rec.sent();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            acquire_txn("t/a", w.key(), 2, &wl),
+            wait_txn("t/a", w.key(), w.fencing_token().0),
+            "open /etcdserverpb.Watch/Watch".to_owned(),
+            format!("send /etcdserverpb.Watch/Watch watch create \"{key}\""),
+            wait_txn("t/a", w.key(), w.fencing_token().0),
+        ]
+    );
+    // The release's revoke is the one commit in the measured window.
+    measure("release (own lease)", &got_release, c_after - c0);
+    // The waiter's whole lock, less the holder's release.
+    measure("lock (after waiting)", &got, c_after - c_wait0 - (c_after - c0));
+    w.release().await.unwrap();
+    other_rec.take();
+
+    // try_lock, free
+    let c0 = commits(&etcd).await;
+    let TryLock::Acquired(t) = client.try_lock("t/b").ttl(TTL).value("v3").await.unwrap() else {
+        panic!("free lock not acquired")
+    };
+    let tl = t.lease().to_string();
+    let got = rec.sent();
+    assert_eq!(got, [GRANT_60.to_owned(), try_txn("t/b", t.key(), 2, &tl)]);
+    measure("try_lock (free)", &got, commits(&etcd).await - c0);
+    t.release().await.unwrap();
+    rec.take();
+
+    // session: open, lock, release, close
+    let c0 = commits(&etcd).await;
+    let s = client.session(TTL).await.unwrap();
+    let got = rec.sent();
+    assert_eq!(got, [GRANT_60]);
+    measure("session open", &got, commits(&etcd).await - c0);
+    let sl = s.lease().to_string();
+
+    let c0 = commits(&etcd).await;
+    let sg = s.lock("t/c").value("v4").await.unwrap();
+    let got = rec.sent();
+    assert_eq!(got, [acquire_txn("t/c", sg.key(), 2, &sl)]);
+    measure("session lock (free)", &got, commits(&etcd).await - c0);
+
+    let c0 = commits(&etcd).await;
+    let (skey, stok) = (sg.key().to_owned(), sg.fencing_token());
+    sg.release().await.unwrap();
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.KV/Txn txn if [create(\"{skey}\") == {stok}] then [delete \"{skey}\"] else []"
+        )]
+    );
+    measure("session release", &got, commits(&etcd).await - c0);
+
+    let c0 = commits(&etcd).await;
+    s.close().await.unwrap();
+    let got = rec.sent();
+    assert_eq!(got, [format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={sl}")]);
+    measure("session close", &got, commits(&etcd).await - c0);
+
+    check_readme_table(&table);
+}
+
+/// The README's wire table, between its markers: operation -> (calls, commits).
+fn readme_table() -> BTreeMap<String, (Vec<String>, i64)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("<!-- wire-table:start -->").expect("README has no wire table start marker");
+    let end = readme.find("<!-- wire-table:end -->").expect("README has no wire table end marker");
+    let mut rows = BTreeMap::new();
+    for line in readme[start..end].lines().filter(|l| l.starts_with('|')).skip(2) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 4, "README wire table row has {} cells: {line}", cells.len());
+        let op = cells[0].trim_matches('`').to_owned();
+        let calls = cells[1]
+            .split(',')
+            .map(|c| c.trim().trim_matches('`').to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let commits = cells[2].parse().unwrap_or_else(|_| panic!("commits not a number: {line}"));
+        rows.insert(op, (calls, commits));
+    }
+    rows
+}
+
+fn check_readme_table(measured: &BTreeMap<&'static str, Measured>) {
+    let table = readme_table();
+    let mut wrong = Vec::new();
+    for (op, m) in measured {
+        match table.get(*op) {
+            None => wrong.push(format!("README has no row for `{op}`")),
+            Some((calls, commits)) => {
+                if *calls != m.calls {
+                    wrong.push(format!("`{op}`: README says {calls:?}, measured {:?}", m.calls));
+                }
+                if *commits != m.commits {
+                    wrong.push(format!("`{op}`: README says {commits} commits, measured {}", m.commits));
+                }
+            }
+        }
+    }
+    for op in table.keys() {
+        if !measured.contains_key(op.as_str()) {
+            wrong.push(format!("README row `{op}` is not measured by this test"));
+        }
+    }
+    assert!(wrong.is_empty(), "README wire table drifted:\n{}", wrong.join("\n"));
+}
