@@ -133,7 +133,13 @@ fn kvs(kvs: &[mvccpb::KeyValue]) -> String {
         if i > 0 {
             s.push_str(", ");
         }
-        let _ = write!(s, "{} create={} mod={}", key(&kv.key), kv.create_revision, kv.mod_revision);
+        let _ = write!(
+            s,
+            "{} create={} mod={}",
+            key(&kv.key),
+            kv.create_revision,
+            kv.mod_revision
+        );
         if kv.lease != 0 {
             let _ = write!(s, " lease={:x}", kv.lease);
         }
@@ -180,7 +186,12 @@ impl Describe for pb::RangeRequest {
 
 impl Describe for pb::RangeResponse {
     fn describe(&self) -> String {
-        format!("{} count={} kvs={}", rev(&self.header), self.count, kvs(&self.kvs))
+        format!(
+            "{} count={} kvs={}",
+            rev(&self.header),
+            self.count,
+            kvs(&self.kvs)
+        )
     }
 }
 
@@ -400,7 +411,11 @@ impl Describe for pb::WatchResponse {
             s.push_str(" created");
         }
         if self.canceled {
-            let _ = write!(s, " canceled reason=\"{}\"", escape(self.cancel_reason.as_bytes()));
+            let _ = write!(
+                s,
+                " canceled reason=\"{}\"",
+                escape(self.cancel_reason.as_bytes())
+            );
         }
         if self.compact_revision != 0 {
             let _ = write!(s, " compact_rev={}", self.compact_revision);

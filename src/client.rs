@@ -168,11 +168,32 @@ impl ClientBuilder {
     /// when the future is dropped.
     pub async fn connect(self) -> Result<Client> {
         let client = self.build()?;
-        if client.inner.user.is_some() {
-            client.authenticate().await?;
+        let first_contact = async {
+            if client.inner.user.is_some() {
+                client.authenticate().await?;
+            }
+            client.status().await
+        };
+        match first_contact.await {
+            Ok(_) => Ok(client),
+            // Every endpoint accepted TCP, then dropped the connection
+            // without an HTTP/2 answer: not an etcd gRPC port.
+            Err(Error::Unreachable { attempts })
+                if !attempts.is_empty()
+                    && attempts.iter().all(|(_, why)| {
+                        why.contains("connection closed") || why.contains("broken pipe")
+                    }) =>
+            {
+                let (endpoint, why) = attempts.last().cloned().unwrap_or_default();
+                Err(Error::NotEtcd {
+                    endpoint,
+                    detail: format!(
+                        "it accepted the connection, then closed it without an HTTP/2 answer: {why}"
+                    ),
+                })
+            }
+            Err(e) => Err(e),
         }
-        client.status().await?;
-        Ok(client)
     }
 
     /// Builds the client without sending anything; connections are made on
@@ -336,6 +357,8 @@ enum Failure {
     Busy(String),
     /// The auth token expired or is stale: authenticate again and retry.
     Reauth,
+    /// The peer does not speak etcd's gRPC (another endpoint may).
+    NotEtcd(String),
     /// A final answer.
     Fatal(Error),
 }
@@ -383,15 +406,22 @@ impl Client {
         let n = self.inner.endpoints.len();
         let start = self.inner.preferred.load(Ordering::Relaxed) % n;
         let now = Instant::now();
-        let (mut up, down): (Vec<usize>, Vec<usize>) =
-            (0..n).map(|i| (start + i) % n).partition(|&i| !self.inner.endpoints[i].is_down(now));
+        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (start + i) % n)
+            .partition(|&i| !self.inner.endpoints[i].is_down(now));
         up.extend(down);
         up
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(token) = self.inner.token.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(token) = self
+            .inner
+            .token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             req.metadata_mut().insert("token", token);
         }
         req
@@ -415,21 +445,31 @@ impl Client {
         let timeout = self.inner.request_timeout;
         let mut attempts: Vec<(String, String)> = Vec::new();
         let mut reauthed = false;
-        // Two rounds over the endpoints: a busy cluster (no leader yet) gets
-        // a second chance after a short pause.
-        let order = self.order();
-        let mut plan: Vec<usize> = order.iter().chain(order.iter()).copied().collect();
+        let mut timeouts = 0;
+        let mut not_etcd = 0;
+        // First round: every endpoint once, healthy ones first. Second
+        // round, after a short pause: the endpoints that refused quickly
+        // (not reachable, or no leader yet), never one that timed out.
+        let mut plan: Vec<usize> = self.order();
         plan.reverse();
-        let mut round_start = true;
-        while let Some(i) = plan.pop() {
-            if !round_start && plan.len() + 1 == order.len() {
+        let mut second: Vec<usize> = Vec::new();
+        let mut in_second = false;
+        loop {
+            let Some(i) = plan.pop() else {
+                if in_second || second.is_empty() {
+                    break;
+                }
+                in_second = true;
+                plan = std::mem::take(&mut second);
+                plan.reverse();
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            round_start = false;
+                continue;
+            };
             let ep = &self.inner.endpoints[i];
             let started = Instant::now();
             let outcome =
-                tokio::time::timeout(timeout, call(ep.channel.clone(), self.request(msg.clone()))).await;
+                tokio::time::timeout(timeout, call(ep.channel.clone(), self.request(msg.clone())))
+                    .await;
             let latency = started.elapsed();
             let failure = match outcome {
                 Ok(Ok(resp)) => {
@@ -477,6 +517,7 @@ impl Client {
                             after: timeout,
                         });
                     }
+                    timeouts += 1;
                     Failure::Lost(format!("no answer within {timeout:?}"))
                 }
             };
@@ -496,8 +537,23 @@ impl Client {
                 Failure::NotSent(why) => {
                     ep.mark_down();
                     attempts.push((ep.url.clone(), why));
+                    second.push(i);
                 }
-                Failure::Busy(why) => attempts.push((ep.url.clone(), why)),
+                Failure::Busy(why) => {
+                    attempts.push((ep.url.clone(), why));
+                    second.push(i);
+                }
+                Failure::NotEtcd(why) => {
+                    ep.mark_down();
+                    if retry == Retry::IfNotSent {
+                        return Err(Error::NotEtcd {
+                            endpoint: ep.url.clone(),
+                            detail: why,
+                        });
+                    }
+                    not_etcd += 1;
+                    attempts.push((ep.url.clone(), why));
+                }
                 Failure::Lost(why) => {
                     ep.mark_down();
                     if retry == Retry::IfNotSent {
@@ -512,6 +568,18 @@ impl Client {
             }
         }
         attempts.dedup();
+        if not_etcd > 0 && not_etcd == attempts.len() {
+            let (endpoint, detail) = attempts.pop().unwrap_or_default();
+            return Err(Error::NotEtcd { endpoint, detail });
+        }
+        if timeouts > 0 && timeouts == attempts.len() {
+            let endpoint = attempts.pop().map(|a| a.0).unwrap_or_default();
+            return Err(Error::Timeout {
+                endpoint,
+                path,
+                after: timeout,
+            });
+        }
         Err(Error::Unreachable { attempts })
     }
 
@@ -596,7 +664,10 @@ impl Client {
                         message: "the auth token was refused again after re-authenticating".into(),
                     });
                 }
-                Failure::NotSent(why) | Failure::Busy(why) | Failure::Lost(why) => {
+                Failure::NotSent(why)
+                | Failure::Busy(why)
+                | Failure::Lost(why)
+                | Failure::NotEtcd(why) => {
                     ep.mark_down();
                     attempts.push((ep.url.clone(), why));
                 }
@@ -664,6 +735,10 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
                 self.close_record(format!("{:?}: {}", status.code(), status.message()));
                 Err(match classify(&self.endpoint, self.path, &status) {
                     Failure::Fatal(e) => e,
+                    Failure::NotEtcd(detail) => Error::NotEtcd {
+                        endpoint: self.endpoint.clone(),
+                        detail,
+                    },
                     Failure::NotSent(why) | Failure::Lost(why) | Failure::Busy(why) => {
                         Error::Ambiguous {
                             endpoint: self.endpoint.clone(),
@@ -739,14 +814,18 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
     if let Some(why) = connect_failure(status) {
         return Failure::NotSent(why);
     }
-    let etcd_error = msg.starts_with("etcdserver:") || msg.starts_with("mvcc:") || msg.starts_with("auth:");
+    let etcd_error =
+        msg.starts_with("etcdserver:") || msg.starts_with("mvcc:") || msg.starts_with("auth:");
     match status.code() {
         Code::Unauthenticated
-            if msg.contains("invalid auth token") || msg.contains("revision of auth store is old") =>
+            if msg.contains("invalid auth token")
+                || msg.contains("revision of auth store is old") =>
         {
             Failure::Reauth
         }
-        Code::FailedPrecondition if msg.contains("revision of auth store is old") => Failure::Reauth,
+        Code::FailedPrecondition if msg.contains("revision of auth store is old") => {
+            Failure::Reauth
+        }
         Code::Unauthenticated | Code::InvalidArgument if msg.contains("authentication failed") => {
             Failure::Fatal(Error::AuthFailed {
                 endpoint: endpoint.to_owned(),
@@ -758,10 +837,9 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
             path,
             message: msg.to_owned(),
         }),
-        Code::Unimplemented => Failure::Fatal(Error::NotEtcd {
-            endpoint: endpoint.to_owned(),
-            detail: format!("the server does not implement {path}: {msg}"),
-        }),
+        Code::Unimplemented => {
+            Failure::NotEtcd(format!("the server does not implement {path}: {msg}"))
+        }
         Code::Unavailable
             if msg.contains("no leader")
                 || msg.contains("not capable")
@@ -790,11 +868,9 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
                 || lower.contains("protocol error")
                 || lower.contains("http status")
                 || lower.contains("malformed")
+                || lower.contains("bytes remaining on stream")
             {
-                Failure::Fatal(Error::NotEtcd {
-                    endpoint: endpoint.to_owned(),
-                    detail: chain,
-                })
+                Failure::NotEtcd(chain)
             } else {
                 Failure::Lost(chain)
             }
@@ -824,10 +900,11 @@ impl Client {
                 |ch, r| async move { AuthClient::new(ch).authenticate(r).await },
             )
             .await?;
-        let token = AsciiMetadataValue::try_from(resp.token.as_str()).map_err(|_| Error::Protocol {
-            path: paths::AUTHENTICATE,
-            detail: "the token is not printable ASCII".into(),
-        })?;
+        let token =
+            AsciiMetadataValue::try_from(resp.token.as_str()).map_err(|_| Error::Protocol {
+                path: paths::AUTHENTICATE,
+                detail: "the token is not printable ASCII".into(),
+            })?;
         *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
         Ok(())
     }
@@ -843,9 +920,12 @@ impl Client {
     /// Cancel safe (a read).
     pub async fn status(&self) -> Result<MemberStatus> {
         let resp = self
-            .unary(paths::STATUS, Retry::Safe, pb::StatusRequest {}, |ch, r| async move {
-                MaintenanceClient::new(ch).status(r).await
-            })
+            .unary(
+                paths::STATUS,
+                Retry::Safe,
+                pb::StatusRequest {},
+                |ch, r| async move { MaintenanceClient::new(ch).status(r).await },
+            )
             .await?;
         let header = header(paths::STATUS, resp.header)?;
         Ok(MemberStatus {
@@ -897,7 +977,10 @@ impl Client {
             })
             .await?;
         let rev = header(paths::RANGE, resp.header)?.revision;
-        Ok((resp.kvs.into_iter().map(KeyValue::from).collect(), Revision(rev)))
+        Ok((
+            resp.kvs.into_iter().map(KeyValue::from).collect(),
+            Revision(rev),
+        ))
     }
 
     /// Writes one key (no lease). Wire calls: one `KV/Put`; it is not
@@ -955,7 +1038,10 @@ impl Client {
     pub async fn lease_grant(&self, ttl: Duration) -> Result<(LeaseId, Duration)> {
         let secs = ttl_secs(ttl)?;
         let resp = self.lease_grant_raw(secs).await?;
-        Ok((LeaseId(resp.id), Duration::from_secs(resp.ttl.max(0) as u64)))
+        Ok((
+            LeaseId(resp.id),
+            Duration::from_secs(resp.ttl.max(0) as u64),
+        ))
     }
 
     pub(crate) async fn lease_grant_raw(&self, secs: i64) -> Result<pb::LeaseGrantResponse> {
@@ -970,7 +1056,10 @@ impl Client {
         if !resp.error.is_empty() || resp.id == 0 || resp.ttl <= 0 {
             return Err(Error::Protocol {
                 path: paths::LEASE_GRANT,
-                detail: format!("grant answered id={} ttl={} error={:?}", resp.id, resp.ttl, resp.error),
+                detail: format!(
+                    "grant answered id={} ttl={} error={:?}",
+                    resp.id, resp.ttl, resp.error
+                ),
             });
         }
         Ok(resp)
@@ -1014,7 +1103,10 @@ impl Client {
             .unary(
                 paths::LEASE_TTL,
                 Retry::Safe,
-                pb::LeaseTimeToLiveRequest { id: lease.0, keys: false },
+                pb::LeaseTimeToLiveRequest {
+                    id: lease.0,
+                    keys: false,
+                },
                 |ch, r| async move { LeaseClient::new(ch).lease_time_to_live(r).await },
             )
             .await?;
@@ -1030,7 +1122,9 @@ impl Client {
 
     pub(crate) async fn txn(&self, retry: Retry, req: pb::TxnRequest) -> Result<pb::TxnResponse> {
         let resp = self
-            .unary(paths::TXN, retry, req, |ch, r| async move { KvClient::new(ch).txn(r).await })
+            .unary(paths::TXN, retry, req, |ch, r| async move {
+                KvClient::new(ch).txn(r).await
+            })
             .await?;
         header(paths::TXN, resp.header)?;
         Ok(resp)
@@ -1052,7 +1146,10 @@ impl Client {
 }
 
 /// The answer header, which etcd always sends.
-pub(crate) fn header(path: &'static str, h: Option<pb::ResponseHeader>) -> Result<pb::ResponseHeader> {
+pub(crate) fn header(
+    path: &'static str,
+    h: Option<pb::ResponseHeader>,
+) -> Result<pb::ResponseHeader> {
     h.ok_or_else(|| Error::Protocol {
         path,
         detail: "the answer has no header".into(),
@@ -1086,15 +1183,32 @@ pub(crate) fn ttl_secs(ttl: Duration) -> Result<i64> {
     Ok(secs as i64)
 }
 
+impl Client {
+    /// Marks an endpoint as failing so the next calls prefer others.
+    pub(crate) fn mark_down(&self, url: &str) {
+        if self.inner.endpoints.len() > 1 {
+            if let Some(ep) = self.inner.endpoints.iter().find(|e| e.url == url) {
+                ep.mark_down();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn endpoints_are_normalized_or_rejected() {
-        assert_eq!(normalize_endpoint("127.0.0.1:2379").unwrap(), "http://127.0.0.1:2379");
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2379").unwrap(),
+            "http://127.0.0.1:2379"
+        );
         assert_eq!(normalize_endpoint("http://h:1/").unwrap(), "http://h:1");
-        assert_eq!(normalize_endpoint("[::1]:2379").unwrap(), "http://[::1]:2379");
+        assert_eq!(
+            normalize_endpoint("[::1]:2379").unwrap(),
+            "http://[::1]:2379"
+        );
         for bad in ["", "h", "h:0", "h:99999", "ftp://h:1", "http://h:1/x", ":1"] {
             assert!(
                 matches!(normalize_endpoint(bad), Err(Error::InvalidEndpoint { .. })),
@@ -1115,16 +1229,5 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1500)).unwrap(), 2);
         assert_eq!(ttl_secs(Duration::from_secs(5)).unwrap(), 5);
         assert!(ttl_secs(Duration::ZERO).is_err());
-    }
-}
-
-impl Client {
-    /// Marks an endpoint as failing so the next calls prefer others.
-    pub(crate) fn mark_down(&self, url: &str) {
-        if self.inner.endpoints.len() > 1 {
-            if let Some(ep) = self.inner.endpoints.iter().find(|e| e.url == url) {
-                ep.mark_down();
-            }
-        }
     }
 }

@@ -58,11 +58,11 @@ mod watch;
 pub mod wire;
 
 pub use audit::{AuditSink, WireKind, WireRecord};
-pub use client::{paths, Client, ClientBuilder, MemberStatus};
+pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use error::{Error, Result};
 pub use lock::{
-    default_value, LockGuard, LockRequest, TryLock, TryLockRequest, DEFAULT_TTL, MAX_NAME_LEN,
-    MAX_VALUE_LEN,
+    DEFAULT_TTL, LockGuard, LockRequest, MAX_NAME_LEN, MAX_VALUE_LEN, TryLock, TryLockRequest,
+    default_value,
 };
 pub use session::{LostReason, Session};
 pub use types::{Holder, KeyValue, LeaseId, Revision};

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::{prefix_end, Client, Retry};
+use crate::client::{Client, Retry, prefix_end};
 use crate::error::{Error, Result};
 use crate::session::{LostReason, SessionInner};
 use crate::types::{Holder, KeyValue, LeaseId, Revision};
@@ -73,7 +73,9 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid("lock name must not contain control characters"));
+        return Err(Error::invalid(
+            "lock name must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -141,12 +143,7 @@ struct Queued {
 /// Step 1: create my key if absent and read the holder, in one `Txn`.
 /// With `only_if_free`, the key is created only when no key exists under
 /// the prefix (a try-lock that needs no cleanup).
-async fn enqueue(
-    s: &SessionInner,
-    name: &str,
-    value: &[u8],
-    only_if_free: bool,
-) -> Result<Queued> {
+async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool) -> Result<Queued> {
     let key = lock_key(name, s.lease);
     let prefix = lock_prefix(name);
     let mut cmp = compare_create(&key, Revision(0));
@@ -166,7 +163,10 @@ async fn enqueue(
     };
     let req = pb::TxnRequest {
         compare: vec![cmp],
-        success: vec![op(Op::RequestPut(put)), op(Op::RequestRange(owner_range(&prefix)))],
+        success: vec![
+            op(Op::RequestPut(put)),
+            op(Op::RequestRange(owner_range(&prefix))),
+        ],
         failure: vec![
             op(Op::RequestRange(get_mine)),
             op(Op::RequestRange(owner_range(&prefix))),
@@ -175,7 +175,11 @@ async fn enqueue(
     // Safe to resend: a second try finds the key and reads it back.
     let resp = s.client.txn(Retry::Safe, req).await?;
     let rev = crate::client::header(crate::client::paths::TXN, resp.header)?.revision;
-    let owner = range_resp(&resp, 1)?.kvs.first().cloned().map(KeyValue::from);
+    let owner = range_resp(&resp, 1)?
+        .kvs
+        .first()
+        .cloned()
+        .map(KeyValue::from);
     let my_rev = if resp.succeeded {
         Revision(rev)
     } else {
@@ -242,7 +246,14 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
         let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
             return Ok(());
         };
-        match wait_deleted(&s.client, &pred.key, Revision(pred.create_revision), read_rev).await {
+        match wait_deleted(
+            &s.client,
+            &pred.key,
+            Revision(pred.create_revision),
+            read_rev,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
             Err(e) => return Err(e),
@@ -559,7 +570,10 @@ impl Spec {
         match &self.lease {
             Lease::Own { client, ttl } => {
                 crate::client::ttl_secs(*ttl)?;
-                Ok((SessionInner::grant(client, *ttl).await?, Release::RevokeLease))
+                Ok((
+                    SessionInner::grant(client, *ttl).await?,
+                    Release::RevokeLease,
+                ))
             }
             Lease::Shared(s) => {
                 if let Some(r) = s.lost() {
@@ -570,7 +584,13 @@ impl Spec {
         }
     }
 
-    fn guard(self, session: Arc<SessionInner>, release: Release, value: Vec<u8>, rev: Revision) -> LockGuard {
+    fn guard(
+        self,
+        session: Arc<SessionInner>,
+        release: Release,
+        value: Vec<u8>,
+        rev: Revision,
+    ) -> LockGuard {
         session.set_revision(&self.name, rev);
         LockGuard {
             key: lock_key(&self.name, session.lease),
@@ -774,7 +794,9 @@ impl TryLockRequest {
         match q.owner {
             Some(owner) if q.rev.0 != 0 && owner.create_revision == q.rev => {
                 cleanup.disarm();
-                Ok(TryLock::Acquired(self.spec.guard(session, release, value, q.rev)))
+                Ok(TryLock::Acquired(
+                    self.spec.guard(session, release, value, q.rev),
+                ))
             }
             Some(owner) if q.rev.0 == 0 || owner.create_revision != q.rev => {
                 cleanup.disarm();

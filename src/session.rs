@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{paths, BiStream, Client};
+use crate::client::{BiStream, Client, paths};
 use crate::error::{Error, Result};
 use crate::lock::{LockRequest, TryLockRequest};
 use crate::types::{LeaseId, Revision};
@@ -144,17 +144,30 @@ impl SessionInner {
     }
 
     pub(crate) fn set_revision(&self, name: &str, rev: Revision) {
-        if let Some(r) = self.names.lock().unwrap_or_else(|e| e.into_inner()).get_mut(name) {
+        if let Some(r) = self
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(name)
+        {
             *r = rev;
         }
     }
 
     pub(crate) fn unreserve(&self, name: &str) {
-        self.names.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     fn stop_keepalive(&self) {
-        if let Some(task) = self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(task) = self
+            .keepalive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             task.abort();
         }
     }
@@ -164,7 +177,8 @@ impl SessionInner {
     pub(crate) async fn revoke(&self) -> Result<bool> {
         let was = self.lost();
         self.stop_keepalive();
-        self.state.send_replace(LeaseState::Lost(LostReason::Closed));
+        self.state
+            .send_replace(LeaseState::Lost(LostReason::Closed));
         if was == Some(LostReason::Closed) {
             return Err(Error::SessionClosed);
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::{paths, prefix_end, Client};
+use crate::client::{Client, paths, prefix_end};
 use crate::error::{Error, Result};
 use crate::types::{Holder, KeyValue, Revision};
 use crate::wire::etcdserverpb as pb;
@@ -83,7 +83,10 @@ pub(crate) async fn wait_deleted(
         }
         for ev in &resp.events {
             let gone = ev.r#type == mvccpb::event::EventType::Delete as i32
-                || ev.kv.as_ref().is_some_and(|kv| kv.create_revision != create_rev.0);
+                || ev
+                    .kv
+                    .as_ref()
+                    .is_some_and(|kv| kv.create_revision != create_rev.0);
             if gone {
                 return Ok(());
             }
@@ -279,18 +282,19 @@ async fn watch_loop(
     let end = prefix_end(prefix.as_bytes());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut stream = match open(&client, prefix.as_bytes(), end.clone(), Revision(rev.0 + 1)).await {
-            Ok(s) => s,
-            Err(e) if e.is_connectivity() => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
+        let mut stream =
+            match open(&client, prefix.as_bytes(), end.clone(), Revision(rev.0 + 1)).await {
+                Ok(s) => s,
+                Err(e) if e.is_connectivity() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
         loop {
             let resp = match stream.recv().await {
                 Ok(Some(r)) => r,

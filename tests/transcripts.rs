@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use locker::testing::Etcd;
 use locker::{Client, LockEvent, TryLock, WireKind, WireRecord};
-use tokio::time::{timeout, Instant};
+use tokio::time::{Instant, timeout};
 
 const COMMITS: &str = "etcd_server_proposals_committed_total";
 /// Long enough that no keepalive is due while a transcript is recorded.
@@ -137,13 +137,18 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     let g = client.lock("t/a").ttl(TTL).value("v1").await.unwrap();
     let (key, lease) = (g.key().to_owned(), g.lease().to_string());
     let got = rec.sent();
-    assert_eq!(got, [GRANT_60.to_owned(), acquire_txn("t/a", &key, 2, &lease)]);
+    assert_eq!(
+        got,
+        [GRANT_60.to_owned(), acquire_txn("t/a", &key, 2, &lease)]
+    );
     measure("lock (free)", &got, commits(&etcd).await - c0);
 
     // try_lock while held (own lease)
     let c0 = commits(&etcd).await;
     let held = other.try_lock("t/a").ttl(TTL).value("v2").await.unwrap();
-    let TryLock::Held(h) = held else { panic!("double grant") };
+    let TryLock::Held(h) = held else {
+        panic!("double grant")
+    };
     assert_eq!(h.key, key);
     let got = other_rec.sent();
     assert_eq!(got.len(), 3, "{got:#?}");
@@ -188,8 +193,14 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     // watch_lock
     let c0 = commits(&etcd).await;
     let mut events = client.watch_lock("t/a").await.unwrap();
-    let first = timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
-    let LockEvent::Snapshot { revision, .. } = first else { panic!("{first:?}") };
+    let first = timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let LockEvent::Snapshot { revision, .. } = first else {
+        panic!("{first:?}")
+    };
     wait_until("the watch stream to open", || {
         rec.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
     })
@@ -200,7 +211,10 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         [
             "call /etcdserverpb.KV/Range range \"t/a/\"..\"t/a0\"".to_owned(),
             "open /etcdserverpb.Watch/Watch".to_owned(),
-            format!("send /etcdserverpb.Watch/Watch watch create \"t/a/\"..\"t/a0\" start_rev={}", revision.0 + 1),
+            format!(
+                "send /etcdserverpb.Watch/Watch watch create \"t/a/\"..\"t/a0\" start_rev={}",
+                revision.0 + 1
+            ),
         ]
     );
     measure("watch_lock", &got, commits(&etcd).await - c0);
@@ -219,9 +233,18 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     let c0 = commits(&etcd).await;
     g.release().await.unwrap();
     let got_release = rec.sent();
-    let w = timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let w = timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let c_after = commits(&etcd).await;
-    assert_eq!(got_release, [format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={lease}")]);
+    assert_eq!(
+        got_release,
+        [format!(
+            "call /etcdserverpb.Lease/LeaseRevoke revoke id={lease}"
+        )]
+    );
     let wl = w.lease().to_string();
     let got = other_rec.sent();
     assert_eq!(
@@ -238,7 +261,11 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     // The release's revoke is the one commit in the measured window.
     measure("release (own lease)", &got_release, c_after - c0);
     // The waiter's whole lock, less the holder's release.
-    measure("lock (after waiting)", &got, c_after - c_wait0 - (c_after - c0));
+    measure(
+        "lock (after waiting)",
+        &got,
+        c_after - c_wait0 - (c_after - c0),
+    );
     w.release().await.unwrap();
     other_rec.take();
 
@@ -283,7 +310,12 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     let c0 = commits(&etcd).await;
     s.close().await.unwrap();
     let got = rec.sent();
-    assert_eq!(got, [format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={sl}")]);
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.Lease/LeaseRevoke revoke id={sl}"
+        )]
+    );
     measure("session close", &got, commits(&etcd).await - c0);
 
     check_readme_table(&table);
@@ -291,20 +323,36 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
 
 /// The README's wire table, between its markers: operation -> (calls, commits).
 fn readme_table() -> BTreeMap<String, (Vec<String>, i64)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("<!-- wire-table:start -->").expect("README has no wire table start marker");
-    let end = readme.find("<!-- wire-table:end -->").expect("README has no wire table end marker");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- wire-table:start -->")
+        .expect("README has no wire table start marker");
+    let end = readme
+        .find("<!-- wire-table:end -->")
+        .expect("README has no wire table end marker");
     let mut rows = BTreeMap::new();
-    for line in readme[start..end].lines().filter(|l| l.starts_with('|')).skip(2) {
+    for line in readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+    {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 4, "README wire table row has {} cells: {line}", cells.len());
+        assert_eq!(
+            cells.len(),
+            4,
+            "README wire table row has {} cells: {line}",
+            cells.len()
+        );
         let op = cells[0].trim_matches('`').to_owned();
         let calls = cells[1]
             .split(',')
             .map(|c| c.trim().trim_matches('`').to_owned())
             .filter(|c| !c.is_empty())
             .collect();
-        let commits = cells[2].parse().unwrap_or_else(|_| panic!("commits not a number: {line}"));
+        let commits = cells[2]
+            .parse()
+            .unwrap_or_else(|_| panic!("commits not a number: {line}"));
         rows.insert(op, (calls, commits));
     }
     rows
@@ -318,10 +366,16 @@ fn check_readme_table(measured: &BTreeMap<&'static str, Measured>) {
             None => wrong.push(format!("README has no row for `{op}`")),
             Some((calls, commits)) => {
                 if *calls != m.calls {
-                    wrong.push(format!("`{op}`: README says {calls:?}, measured {:?}", m.calls));
+                    wrong.push(format!(
+                        "`{op}`: README says {calls:?}, measured {:?}",
+                        m.calls
+                    ));
                 }
                 if *commits != m.commits {
-                    wrong.push(format!("`{op}`: README says {commits} commits, measured {}", m.commits));
+                    wrong.push(format!(
+                        "`{op}`: README says {commits} commits, measured {}",
+                        m.commits
+                    ));
                 }
             }
         }
@@ -331,5 +385,9 @@ fn check_readme_table(measured: &BTreeMap<&'static str, Measured>) {
             wrong.push(format!("README row `{op}` is not measured by this test"));
         }
     }
-    assert!(wrong.is_empty(), "README wire table drifted:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "README wire table drifted:\n{}",
+        wrong.join("\n")
+    );
 }

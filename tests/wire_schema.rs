@@ -70,9 +70,20 @@ fn parse(src: &str, package: &str) -> Schema {
                 let args: Vec<String> = sig
                     .split('(')
                     .skip(1)
-                    .map(|p| p.split(')').next().unwrap_or("").rsplit('.').next().unwrap_or("").to_owned())
+                    .map(|p| {
+                        p.split(')')
+                            .next()
+                            .unwrap_or("")
+                            .rsplit('.')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned()
+                    })
                     .collect();
-                out.insert((scope.join("."), name), format!("rpc {}", args.join(" -> ")));
+                out.insert(
+                    (scope.join("."), name),
+                    format!("rpc {}", args.join(" -> ")),
+                );
             }
             ["option", ..] | ["syntax", ..] | ["package", ..] | ["import", ..] => {}
             _ if tok.contains('=') => {
@@ -99,7 +110,9 @@ fn etcd_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("ETCD_PROTO_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/share/gocode/src/go.etcd.io/etcd"));
-    dir.join("etcdserver/etcdserverpb/rpc.proto").exists().then_some(dir)
+    dir.join("etcdserver/etcdserverpb/rpc.proto")
+        .exists()
+        .then_some(dir)
 }
 
 fn read(p: &Path) -> String {
@@ -116,7 +129,11 @@ fn compare(ours: &Schema, theirs: &Schema, what: &str) {
             None => wrong.push(format!("{}.{}: not in etcd's schema", k.0, k.1)),
         }
     }
-    assert!(wrong.is_empty(), "{what} differs from etcd:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{what} differs from etcd:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -131,7 +148,10 @@ fn our_schema_matches_etcds_field_numbers_and_types() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
     let ours_rpc = parse(&read(&root.join("etcdserverpb/rpc.proto")), "etcdserverpb");
-    let etcd_rpc = parse(&read(&dir.join("etcdserver/etcdserverpb/rpc.proto")), "etcdserverpb");
+    let etcd_rpc = parse(
+        &read(&dir.join("etcdserver/etcdserverpb/rpc.proto")),
+        "etcdserverpb",
+    );
     compare(&ours_rpc, &etcd_rpc, "etcdserverpb");
     let ours_kv = parse(&read(&root.join("mvccpb/kv.proto")), "mvccpb");
     let etcd_kv = parse(&read(&dir.join("mvcc/mvccpb/kv.proto")), "mvccpb");
