@@ -250,6 +250,7 @@ fn ops(ops: &[pb::RequestOp]) -> String {
             Some(R::RequestRange(r)) => r.describe(),
             Some(R::RequestPut(r)) => r.describe(),
             Some(R::RequestDeleteRange(r)) => r.describe(),
+            Some(R::RequestTxn(r)) => r.describe(),
             None => "?".to_owned(),
         })
         .collect();
@@ -278,6 +279,7 @@ impl Describe for pb::TxnResponse {
                 Some(R::ResponseRange(r)) => format!("range count={} kvs={}", r.count, kvs(&r.kvs)),
                 Some(R::ResponsePut(_)) => "put".to_owned(),
                 Some(R::ResponseDeleteRange(r)) => format!("delete deleted={}", r.deleted),
+                Some(R::ResponseTxn(r)) => format!("txn {{{}}}", r.describe()),
                 None => "?".to_owned(),
             })
             .collect();

@@ -6,10 +6,12 @@
 //! place in a FIFO queue, ordered by the key's create revision, and that
 //! revision is the holder's fencing token.
 //!
-//! 1. **Acquire** — one `Txn`: if my key does not exist, put it (with my
-//!    lease) and read the oldest key under `{name}/`; else read my key and
-//!    the oldest key. My queue revision is the put's revision (or my existing
-//!    key's create revision). When the oldest key is mine, I hold the lock.
+//! 1. **Acquire** — one `Txn`: if no key exists under `{name}/`, put mine
+//!    (with my lease): I hold the lock. Otherwise, in a nested transaction:
+//!    if my key does not exist, put it and read the oldest key under
+//!    `{name}/`; else read my key and the oldest key. My queue revision is the
+//!    put's revision (or my existing key's create revision). When the oldest
+//!    key is mine, I hold the lock.
 //! 2. **Wait** — read the newest key created before mine (`Range` sorted by
 //!    create revision, descending, limit 1, `max_create_revision` = mine):
 //!    that is my immediate predecessor, or myself when none is left. Watch
@@ -141,16 +143,15 @@ struct Queued {
 }
 
 /// Step 1: create my key if absent and read the holder, in one `Txn`.
-/// With `only_if_free`, the key is created only when no key exists under
-/// the prefix (a try-lock that needs no cleanup).
+///
+/// The common case, an empty queue, is a compare and a put: if no key
+/// exists under `{name}/`, put mine, and I hold the lock. Otherwise a nested
+/// transaction puts my key if it is absent and reads the holder (or, when
+/// my key exists already, reads it back). With `only_if_free` (a try-lock)
+/// nothing is put when the queue is not empty, so nothing needs cleaning up.
 async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool) -> Result<Queued> {
     let key = lock_key(name, s.lease);
     let prefix = lock_prefix(name);
-    let mut cmp = compare_create(&key, Revision(0));
-    if only_if_free {
-        cmp.key = prefix.as_bytes().to_vec();
-        cmp.range_end = prefix_end(prefix.as_bytes());
-    }
     let put = pb::PutRequest {
         key: key.as_bytes().to_vec(),
         value: value.to_vec(),
@@ -161,29 +162,71 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         key: key.as_bytes().to_vec(),
         ..Default::default()
     };
-    let req = pb::TxnRequest {
-        compare: vec![cmp],
-        success: vec![
-            op(Op::RequestPut(put)),
-            op(Op::RequestRange(owner_range(&prefix))),
-        ],
-        failure: vec![
-            op(Op::RequestRange(get_mine)),
-            op(Op::RequestRange(owner_range(&prefix))),
-        ],
+    let read_back = vec![
+        op(Op::RequestRange(get_mine)),
+        op(Op::RequestRange(owner_range(&prefix))),
+    ];
+    let queue_empty = pb::Compare {
+        range_end: prefix_end(prefix.as_bytes()),
+        ..compare_create(&prefix, Revision(0))
     };
-    // Safe to resend: a second try finds the key and reads it back.
+    let failure = if only_if_free {
+        read_back
+    } else {
+        vec![op(Op::RequestTxn(pb::TxnRequest {
+            compare: vec![compare_create(&key, Revision(0))],
+            success: vec![
+                op(Op::RequestPut(put.clone())),
+                op(Op::RequestRange(owner_range(&prefix))),
+            ],
+            failure: read_back,
+        }))]
+    };
+    let req = pb::TxnRequest {
+        compare: vec![queue_empty],
+        success: vec![op(Op::RequestPut(put))],
+        failure,
+    };
+    // Safe to resend: a second try finds my key and reads it back.
     let resp = s.client.txn(Retry::Safe, req).await?;
     let rev = crate::client::header(crate::client::paths::TXN, resp.header)?.revision;
-    let owner = range_resp(&resp, 1)?
+    if resp.succeeded {
+        // The queue was empty: my key is the holder.
+        let me = KeyValue {
+            key: key.into_bytes(),
+            value: value.to_vec(),
+            create_revision: Revision(rev),
+            mod_revision: Revision(rev),
+            version: 1,
+            lease: Some(s.lease),
+        };
+        return Ok(Queued {
+            rev: Revision(rev),
+            owner: Some(me),
+        });
+    }
+    let inner = if only_if_free {
+        &resp
+    } else {
+        match resp.responses.first().and_then(|r| r.response.as_ref()) {
+            Some(OpResp::ResponseTxn(t)) => t,
+            _ => {
+                return Err(Error::Protocol {
+                    path: crate::client::paths::TXN,
+                    detail: "the lock transaction's answer has no nested transaction".into(),
+                });
+            }
+        }
+    };
+    let owner = range_resp(inner, 1)?
         .kvs
         .first()
         .cloned()
         .map(KeyValue::from);
-    let my_rev = if resp.succeeded {
+    let my_rev = if !only_if_free && inner.succeeded {
         Revision(rev)
     } else {
-        match range_resp(&resp, 0)?.kvs.first() {
+        match range_resp(inner, 0)?.kvs.first() {
             Some(kv) => Revision(kv.create_revision),
             None => Revision(0), // only_if_free and someone else is queued
         }

@@ -84,15 +84,16 @@ fn owner_range(name: &str) -> String {
 }
 
 fn acquire_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
+    let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [put \"{key}\" value_len={value_len} lease={lease}, {o}] else [range \"{key}\", {o}]",
+        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [{put}] else [txn if [create(\"{key}\") == 0] then [{put}, {o}] else [range \"{key}\", {o}]]",
         o = owner_range(name)
     )
 }
 
 fn try_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [put \"{key}\" value_len={value_len} lease={lease}, {o}] else [range \"{key}\", {o}]",
+        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [put \"{key}\" value_len={value_len} lease={lease}] else [range \"{key}\", {o}]",
         o = owner_range(name)
     )
 }

@@ -1,0 +1,463 @@
+//! The lock benchmark: one JSON line per mode, all modes in one run against
+//! the same etcd, so the ratios between them are meaningful.
+//!
+//! ```sh
+//! cargo run --release --example bench -- --endpoints http://127.0.0.1:2379 [--mode M] [--ops N] [--clients C]
+//! ```
+//!
+//! Modes: `floor` (the two commits any lock cycle needs: a create-if-absent
+//! put with a lease, then a delete — the baseline), `session_cycle`,
+//! `lease_cycle`, `contended` (C clients on one name; C = 2, 8, 32 unless
+//! `--clients` is given), `many` (one session holding N distinct locks,
+//! 64 acquisitions in flight, compared with N raw txns at 64 in flight).
+//! Commits per op come from etcd's `etcd_server_proposals_committed_total`
+//! on the first endpoint (plain http only).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use locker::wire::etcdserverpb as pb;
+use locker::{Client, WireKind, WireRecord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Args {
+    endpoints: Vec<String>,
+    modes: Vec<String>,
+    ops: Option<usize>,
+    clients: Option<Vec<usize>>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        endpoints: vec!["http://127.0.0.1:2379".into()],
+        modes: ["floor", "session_cycle", "lease_cycle", "contended", "many"]
+            .map(String::from)
+            .to_vec(),
+        ops: None,
+        clients: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--endpoints" => a.endpoints = val()?.split(',').map(String::from).collect(),
+            "--mode" => a.modes = val()?.split(',').map(String::from).collect(),
+            "--ops" => a.ops = Some(val()?.parse().map_err(|e| format!("--ops: {e}"))?),
+            "--clients" => {
+                a.clients = Some(
+                    val()?
+                        .split(',')
+                        .map(|c| c.parse().map_err(|e| format!("--clients: {e}")))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "-h" | "--help" => {
+                println!(
+                    "bench --endpoints URLS [--mode floor,session_cycle,lease_cycle,contended,many] [--ops N] [--clients C,..]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Stats {
+        p50: pct(&v, 0.5),
+        p99: pct(&v, 0.99),
+    }
+}
+
+/// Scrapes one counter from `/metrics` over plain HTTP/1.1.
+async fn metric(endpoint: &str, name: &str) -> Option<f64> {
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+async fn commits(endpoint: &str) -> f64 {
+    metric(endpoint, "etcd_server_proposals_committed_total")
+        .await
+        .unwrap_or(f64::NAN)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn connect(endpoints: &[String]) -> Client {
+    Client::builder()
+        .endpoints(endpoints.iter().cloned())
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("bench: {e}");
+            std::process::exit(1)
+        })
+}
+
+fn put_if_absent(key: &str, lease: i64) -> pb::TxnRequest {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::CreateRevision(0)),
+            range_end: vec![],
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"bench".to_vec(),
+                lease,
+                prev_kv: false,
+            })),
+        }],
+        failure: vec![],
+    }
+}
+
+fn line(mode: &str, clients: usize, ops: usize, lat: &Stats, elapsed: Duration, extra: &str) {
+    println!(
+        "{{\"mode\":\"{mode}\",\"clients\":{clients},\"ops\":{ops},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"ops_per_s\":{:.1}{extra}}}",
+        lat.p50,
+        lat.p99,
+        ops as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// floor: txn create-if-absent put with a lease, then delete.
+async fn floor(eps: &[String], ops: usize) -> f64 {
+    let client = connect(eps).await;
+    let (lease, _) = client.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let c0 = commits(&eps[0]).await;
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for _ in 0..ops {
+        let t = Instant::now();
+        let r = client
+            .txn_raw(put_if_absent("bench/floor", lease.0))
+            .await
+            .unwrap();
+        assert!(r.succeeded);
+        client.delete("bench/floor").await.unwrap();
+        lat.push(ms(t.elapsed()));
+    }
+    let elapsed = start.elapsed();
+    let per = (commits(&eps[0]).await - c0) / ops as f64;
+    client.lease_revoke(lease).await.unwrap();
+    let s = stats(lat);
+    line(
+        "floor",
+        1,
+        ops,
+        &s,
+        elapsed,
+        &format!(",\"commits_per_op\":{per:.2}"),
+    );
+    s.p50
+}
+
+async fn session_cycle(eps: &[String], ops: usize, floor_p50: f64) {
+    let client = connect(eps).await;
+    let session = client.session(Duration::from_secs(10)).await.unwrap();
+    let c0 = commits(&eps[0]).await;
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for _ in 0..ops {
+        let t = Instant::now();
+        let g = session.lock("bench/session").await.unwrap();
+        g.release().await.unwrap();
+        lat.push(ms(t.elapsed()));
+    }
+    let elapsed = start.elapsed();
+    let per = (commits(&eps[0]).await - c0) / ops as f64;
+    session.close().await.unwrap();
+    let s = stats(lat);
+    let ratio = s.p50 / floor_p50;
+    line(
+        "session_cycle",
+        1,
+        ops,
+        &s,
+        elapsed,
+        &format!(",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3}"),
+    );
+}
+
+async fn lease_cycle(eps: &[String], ops: usize, floor_p50: f64) {
+    let client = connect(eps).await;
+    let c0 = commits(&eps[0]).await;
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for _ in 0..ops {
+        let t = Instant::now();
+        let g = client
+            .lock("bench/lease")
+            .ttl(Duration::from_secs(10))
+            .await
+            .unwrap();
+        g.release().await.unwrap();
+        lat.push(ms(t.elapsed()));
+    }
+    let elapsed = start.elapsed();
+    let per = (commits(&eps[0]).await - c0) / ops as f64;
+    let s = stats(lat);
+    let ratio = s.p50 / floor_p50;
+    line(
+        "lease_cycle",
+        1,
+        ops,
+        &s,
+        elapsed,
+        &format!(",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3}"),
+    );
+}
+
+async fn contended(eps: &[String], clients: usize, ops: usize, floor_p50: f64) {
+    let name = format!("bench/contended-{clients}");
+    let per_client = ops.div_ceil(clients);
+    let last_release = Arc::new(Mutex::new(None::<Instant>));
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let handoffs = Arc::new(Mutex::new(Vec::new()));
+    let mut sessions = Vec::new();
+    for _ in 0..clients {
+        let c = connect(eps).await;
+        sessions.push(c.session(Duration::from_secs(10)).await.unwrap());
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for session in sessions {
+        let (name, last_release, waits, handoffs, done) = (
+            name.clone(),
+            last_release.clone(),
+            waits.clone(),
+            handoffs.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let g = session.lock(name.as_str()).await.unwrap();
+                let got = Instant::now();
+                waits.lock().unwrap().push(ms(got - t));
+                if let Some(r) = last_release.lock().unwrap().take() {
+                    handoffs
+                        .lock()
+                        .unwrap()
+                        .push(ms(got.saturating_duration_since(r)));
+                }
+                g.release().await.unwrap();
+                *last_release.lock().unwrap() = Some(Instant::now());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            session.close().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let n = done.load(Ordering::Relaxed) as usize;
+    let s = stats(std::mem::take(&mut *waits.lock().unwrap()));
+    let h = stats(std::mem::take(&mut *handoffs.lock().unwrap()));
+    let floor_cycles = 1000.0 / floor_p50;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    line(
+        "contended",
+        clients,
+        n,
+        &s,
+        elapsed,
+        &format!(
+            ",\"handoff_p50_ms\":{:.3},\"handoff_p99_ms\":{:.3},\"rate_vs_floor\":{:.3},\"handoff_p50_vs_floor_p50\":{:.3},\"handoff_p99_vs_floor_p50\":{:.3}",
+            h.p50,
+            h.p99,
+            rate / floor_cycles,
+            h.p50 / floor_p50,
+            h.p99 / floor_p50
+        ),
+    );
+}
+
+async fn many(eps: &[String], n: usize) {
+    const IN_FLIGHT: usize = 64;
+    let keepalives = Arc::new(AtomicU64::new(0));
+    let streams = Arc::new(AtomicU64::new(0));
+    let (k, st) = (keepalives.clone(), streams.clone());
+    let client = Client::builder()
+        .endpoints(eps.iter().cloned())
+        .audit(move |r: &WireRecord| {
+            if r.path == locker::paths::LEASE_KEEPALIVE {
+                match r.kind {
+                    WireKind::StreamSend => {
+                        k.fetch_add(1, Ordering::Relaxed);
+                    }
+                    WireKind::StreamOpen => {
+                        st.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+
+    // Baseline: the same number of raw txns (create-if-absent puts), 64 in flight.
+    let (lease, _) = client.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if set.len() >= IN_FLIGHT {
+            set.join_next().await.unwrap().unwrap();
+        }
+        let c = client.clone();
+        set.spawn(async move {
+            c.txn_raw(put_if_absent(&format!("bench/raw/{i}"), lease.0))
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let raw_rate = n as f64 / start.elapsed().as_secs_f64();
+    client.lease_revoke(lease).await.unwrap();
+
+    let ttl = Duration::from_secs(6);
+    let session = Arc::new(client.session(ttl).await.unwrap());
+    let rss0 = rss_kib();
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut guards = Vec::with_capacity(n);
+    for i in 0..n {
+        if set.len() >= IN_FLIGHT {
+            let (g, l) = set.join_next().await.unwrap().unwrap();
+            guards.push(g);
+            lat.push(l);
+        }
+        let s = session.clone();
+        set.spawn(async move {
+            let t = Instant::now();
+            let g = s.lock(format!("bench/many/{i}")).await.unwrap();
+            (g, ms(t.elapsed()))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let (g, l) = r.unwrap();
+        guards.push(g);
+        lat.push(l);
+    }
+    let elapsed = start.elapsed();
+    let rss1 = rss_kib();
+    // Hold through two keepalive periods (TTL/3 each).
+    let k0 = keepalives.load(Ordering::Relaxed);
+    tokio::time::sleep(ttl / 3 * 2 + Duration::from_millis(500)).await;
+    let held_keepalives = keepalives.load(Ordering::Relaxed) - k0;
+    let mut set = tokio::task::JoinSet::new();
+    for g in guards {
+        if set.len() >= IN_FLIGHT {
+            set.join_next().await.unwrap().unwrap();
+        }
+        set.spawn(async move { g.release().await.unwrap() });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let session = Arc::into_inner(session).expect("no other session handle");
+    session.close().await.unwrap();
+    let s = stats(lat);
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let per_lock = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
+    line(
+        "many",
+        1,
+        n,
+        &s,
+        elapsed,
+        &format!(
+            ",\"in_flight\":{IN_FLIGHT},\"raw_txn_ops_per_s\":{raw_rate:.1},\"rate_vs_raw\":{:.3},\"keepalive_streams\":{},\"keepalives_in_two_periods\":{held_keepalives},\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"bytes_per_held_lock\":{per_lock:.0}",
+            rate / raw_rate,
+            streams.load(Ordering::Relaxed)
+        ),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let ops = a.ops.unwrap_or(2000);
+    let eps = a.endpoints;
+    // The floor is always measured: the other modes are reported against it.
+    let floor_p50 = floor(
+        &eps,
+        if a.modes.iter().any(|m| m == "floor") {
+            ops
+        } else {
+            ops.min(500)
+        },
+    )
+    .await;
+    for mode in &a.modes {
+        match mode.as_str() {
+            "floor" => {}
+            "session_cycle" => session_cycle(&eps, ops, floor_p50).await,
+            "lease_cycle" => lease_cycle(&eps, ops, floor_p50).await,
+            "contended" => {
+                for c in a.clients.clone().unwrap_or(vec![2, 8, 32]) {
+                    contended(&eps, c, a.ops.unwrap_or(1000), floor_p50).await;
+                }
+            }
+            "many" => many(&eps, a.ops.unwrap_or(10_000)).await,
+            other => {
+                eprintln!("bench: unknown mode {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
