@@ -78,6 +78,50 @@ pub struct ClientBuilder {
     http2_keepalive: Option<(Duration, Duration)>,
     user: Option<(String, String)>,
     audit: Option<Sink>,
+    #[cfg(feature = "tls")]
+    tls: TlsOptions,
+}
+
+/// TLS settings for `https://` endpoints.
+#[cfg(feature = "tls")]
+#[derive(Default)]
+struct TlsOptions {
+    ca: Option<std::path::PathBuf>,
+    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    server_name: Option<String>,
+}
+
+#[cfg(feature = "tls")]
+impl TlsOptions {
+    fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::CertFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+            return Err(Error::CertFile {
+                path: path.display().to_string(),
+                reason: "not a PEM file (no -----BEGIN line)".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn config(&self) -> Result<tonic::transport::ClientTlsConfig> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut cfg = ClientTlsConfig::new().assume_http2(true);
+        cfg = match &self.ca {
+            Some(ca) => cfg.ca_certificate(Certificate::from_pem(Self::read(ca)?)),
+            None => cfg.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            cfg = cfg.identity(Identity::from_pem(Self::read(cert)?, Self::read(key)?));
+        }
+        if let Some(name) = &self.server_name {
+            cfg = cfg.domain_name(name.clone());
+        }
+        Ok(cfg)
+    }
 }
 
 impl Default for ClientBuilder {
@@ -89,6 +133,8 @@ impl Default for ClientBuilder {
             http2_keepalive: Some((Duration::from_secs(5), Duration::from_secs(3))),
             user: None,
             audit: None,
+            #[cfg(feature = "tls")]
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -142,6 +188,34 @@ impl ClientBuilder {
     /// Authenticate as this user; the token is sent with every call.
     pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file for `https://` endpoints
+    /// (default: the system's roots).
+    #[cfg(feature = "tls")]
+    pub fn ca_cert_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to `https://`
+    /// endpoints: mutual TLS.
+    #[cfg(feature = "tls")]
+    pub fn client_cert_files(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Check the servers' certificates against this name instead of the
+    /// endpoint's host.
+    #[cfg(feature = "tls")]
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
         self
     }
 
@@ -208,6 +282,16 @@ impl ClientBuilder {
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
+        #[cfg(feature = "tls")]
+        let tls = if self
+            .endpoints
+            .iter()
+            .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
+        {
+            Some(self.tls.config()?)
+        } else {
+            None
+        };
         let mut eps = Vec::new();
         for raw in &self.endpoints {
             let url = normalize_endpoint(raw)?;
@@ -221,6 +305,15 @@ impl ClientBuilder {
                 })?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true);
+            #[cfg(feature = "tls")]
+            if let (Some(tls), true) = (&tls, url.starts_with("https://")) {
+                ep = ep
+                    .tls_config(tls.clone())
+                    .map_err(|e| Error::InvalidEndpoint {
+                        endpoint: raw.clone(),
+                        reason: format!("TLS setup failed: {e}"),
+                    })?;
+            }
             if let Some((interval, timeout)) = self.http2_keepalive {
                 ep = ep
                     .http2_keep_alive_interval(interval)
@@ -263,9 +356,10 @@ fn normalize_endpoint(raw: &str) -> Result<String> {
     };
     match scheme.as_str() {
         "http" => {}
+        "https" if cfg!(feature = "tls") => {}
         "https" => {
             return Err(bad(
-                "https endpoints need TLS, which this build of locker does not have",
+                "https endpoints need TLS: build locker with the `tls` feature",
             ));
         }
         _ => return Err(bad("the scheme must be http:// or https://")),
@@ -809,8 +903,30 @@ fn error_chain(status: &Status) -> String {
     s
 }
 
+/// A TLS handshake failure somewhere in the error's sources.
+fn tls_failure(status: &Status) -> Option<String> {
+    let chain = error_chain(status);
+    let lower = chain.to_ascii_lowercase();
+    let tls = [
+        "certificate",
+        "invalidcontenttype",
+        "corrupt message",
+        "handshake",
+        "alert",
+    ];
+    tls.iter().any(|t| lower.contains(t)).then_some(chain)
+}
+
 fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
     let msg = status.message();
+    if endpoint.starts_with("https://") {
+        if let Some(detail) = tls_failure(status) {
+            return Failure::Fatal(Error::Tls {
+                endpoint: endpoint.to_owned(),
+                detail,
+            });
+        }
+    }
     if let Some(why) = connect_failure(status) {
         return Failure::NotSent(why);
     }

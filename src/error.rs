@@ -72,6 +72,22 @@ pub enum Error {
         /// etcd's message, e.g. `etcdserver: requested lease not found`.
         message: String,
     },
+    /// The TLS handshake with an endpoint failed (unknown CA, a name that
+    /// does not match the certificate, a client certificate refused, or TLS
+    /// spoken to a plaintext server).
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// What the TLS layer said.
+        detail: String,
+    },
+    /// A certificate or key file could not be used.
+    CertFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The user name or password was rejected.
     AuthFailed {
         /// The endpoint.
@@ -201,6 +217,13 @@ impl fmt::Display for Error {
                 code,
                 message,
             } => write!(f, "{path} to {endpoint} failed: {message} (gRPC {code})"),
+            Error::Tls { endpoint, detail } => write!(
+                f,
+                "TLS with {endpoint} failed: {detail}; check the CA bundle, the server name, the client certificate, and that the server speaks TLS"
+            ),
+            Error::CertFile { path, reason } => {
+                write!(f, "cannot use certificate file {path}: {reason}")
+            }
             Error::AuthFailed { endpoint, message } => write!(
                 f,
                 "etcd at {endpoint} rejected the credentials: {message}; check the user name and password"

@@ -317,67 +317,9 @@ async fn drop_leaves_no_etcd_process() {
 
 #[tokio::test]
 async fn client_tls_cluster() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let d = certs.path();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl is needed for this test");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-    ]);
+    let certs = locker::testing::TestCerts::generate().expect("certificates");
     let etcd = EtcdBuilder::new(3)
-        .client_tls(
-            d.join("server.crt"),
-            d.join("server.key"),
-            Some(d.join("ca.crt")),
-        )
+        .client_tls(certs.server_cert(), certs.server_key(), Some(certs.ca()))
         .start()
         .await
         .expect("start TLS cluster");

@@ -1,0 +1,256 @@
+//! Secured etcd: TLS, mutual TLS, and username/password auth with token
+//! refresh, against real etcd started with those settings.
+#![cfg(all(feature = "testing", feature = "tls"))]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use locker::testing::{Etcd, EtcdBuilder, TestCerts};
+use locker::{Client, Error, WireRecord};
+
+async fn tls_etcd(certs: &TestCerts, client_auth: bool) -> Etcd {
+    EtcdBuilder::new(1)
+        .client_tls(
+            certs.server_cert(),
+            certs.server_key(),
+            client_auth.then(|| certs.ca()),
+        )
+        .start()
+        .await
+        .expect("TLS etcd")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_cycle_works_over_tls() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = tls_etcd(&certs, false).await;
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .ca_cert_file(certs.ca())
+        .connect()
+        .await
+        .unwrap();
+    let g = client.lock("tls/a").await.unwrap();
+    g.put("tls/data", "x").await.unwrap();
+    g.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_the_client_certificate() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = tls_etcd(&certs, true).await;
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .ca_cert_file(certs.ca())
+        .client_cert_files(certs.client_cert(), certs.client_key())
+        .connect()
+        .await
+        .unwrap();
+    let s = client.session(Duration::from_secs(5)).await.unwrap();
+    s.lock("mtls/a").await.unwrap().release().await.unwrap();
+    s.close().await.unwrap();
+
+    let err = Client::builder()
+        .endpoints(etcd.endpoints())
+        .ca_cert_file(certs.ca())
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Tls { .. } | Error::NotEtcd { .. } | Error::Unreachable { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_a_tls_error_naming_the_endpoint() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = tls_etcd(&certs, false).await;
+    let err = Client::builder()
+        .endpoints(etcd.endpoints())
+        .ca_cert_file(certs.other_ca())
+        .connect()
+        .await
+        .unwrap_err();
+    let Error::Tls { endpoint, detail } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*endpoint, etcd.endpoint(0));
+    assert!(
+        detail.to_ascii_lowercase().contains("certificate"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_bad_cert_file_is_named() {
+    let err = Client::builder()
+        .endpoints(["https://127.0.0.1:2379"])
+        .ca_cert_file("/nonexistent/ca.pem")
+        .build()
+        .unwrap_err();
+    let Error::CertFile { path, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(path, "/nonexistent/ca.pem");
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "hello").unwrap();
+    let err = Client::builder()
+        .endpoints(["https://127.0.0.1:2379"])
+        .ca_cert_file(not_pem.path())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::CertFile { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a PEM file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_a_tls_server_is_not_etcd() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = tls_etcd(&certs, false).await;
+    let plain = etcd.endpoint(0).replace("https://", "http://");
+    let err = Client::builder()
+        .endpoints([plain])
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotEtcd { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("http"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plaintext_server_is_a_tls_error() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = Etcd::single().await.unwrap();
+    let tls = etcd.endpoint(0).replace("http://", "https://");
+    let err = Client::builder()
+        .endpoints([tls])
+        .ca_cert_file(certs.ca())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+}
+
+/// Enables auth: root, and `alice` who may write only under `locks/`.
+fn enable_auth(etcd: &Etcd) {
+    let ep = etcd.endpoint(0);
+    let run = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={ep}"))
+            .args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    };
+    run(&["user", "add", "root:rootpw"]);
+    run(&["role", "add", "root"]);
+    run(&["user", "grant-role", "root", "root"]);
+    run(&["role", "add", "locker"]);
+    run(&[
+        "role",
+        "grant-permission",
+        "locker",
+        "readwrite",
+        "locks/",
+        "--prefix=true",
+    ]);
+    run(&["user", "add", "alice:alicepw"]);
+    run(&["user", "grant-role", "alice", "locker"]);
+    run(&["auth", "enable"]);
+}
+
+async fn auth_etcd() -> Etcd {
+    let etcd = EtcdBuilder::new(1)
+        .arg("--auth-token=simple")
+        .arg("--auth-token-ttl=2")
+        .start()
+        .await
+        .unwrap();
+    enable_auth(&etcd);
+    etcd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_outlives_three_token_expiries_with_one_reauthentication_each() {
+    let etcd = auth_etcd().await;
+    let auths = Arc::new(AtomicUsize::new(0));
+    let leaked = Arc::new(AtomicUsize::new(0));
+    let (a, l) = (auths.clone(), leaked.clone());
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "alicepw")
+        .audit(move |r: &WireRecord| {
+            if r.path == locker::paths::AUTHENTICATE {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+            let text = format!("{r} {r:?}");
+            if text.contains("alicepw") {
+                l.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(auths.load(Ordering::SeqCst), 1);
+    let g = client
+        .lock("locks/auth")
+        .ttl(Duration::from_secs(6))
+        .await
+        .unwrap();
+    for round in 1..=3 {
+        // The simple token expires 2 s after its last use, checked once a second: wait past that.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        g.put("locks/auth-data", format!("{round}")).await.unwrap();
+        assert_eq!(
+            auths.load(Ordering::SeqCst),
+            1 + round,
+            "one re-authentication per expiry"
+        );
+        assert!(!g.is_lost(), "the lock survived the token expiry");
+    }
+    g.release().await.unwrap();
+    assert_eq!(
+        leaked.load(Ordering::SeqCst),
+        0,
+        "the password appeared in a wire record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_a_missing_permission_are_distinct_errors() {
+    let etcd = auth_etcd().await;
+    let err = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "wrong")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AuthFailed { .. }), "{err:?}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password leaked: {err}"
+    );
+
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "alicepw")
+        .connect()
+        .await
+        .unwrap();
+    let err = client.lock("forbidden/x").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    let ok = client.lock("locks/allowed").await.unwrap();
+    ok.release().await.unwrap();
+}
