@@ -489,8 +489,30 @@ impl Client {
     }
 
     pub(crate) fn audit(&self, record: impl FnOnce() -> WireRecord) {
+        #[cfg(feature = "tracing")]
+        let traced = tracing::enabled!(target: "locker::wire", tracing::Level::DEBUG);
+        #[cfg(not(feature = "tracing"))]
+        let traced = false;
+        if self.inner.audit.is_none() && !traced {
+            return;
+        }
+        let record = record();
         if let Some(sink) = &self.inner.audit {
-            sink.record(&record());
+            sink.record(&record);
+        }
+        #[cfg(feature = "tracing")]
+        if traced {
+            tracing::debug!(
+                target: "locker::wire",
+                endpoint = %record.endpoint,
+                path = record.path,
+                kind = ?record.kind,
+                request = %record.request,
+                response = %record.response,
+                status = %record.status,
+                latency_us = record.latency.map(|l| l.as_micros() as u64),
+                "wire"
+            );
         }
     }
 
