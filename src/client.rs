@@ -639,16 +639,9 @@ impl Client {
             };
             match failure {
                 Failure::Fatal(e) => return Err(e),
-                Failure::Reauth if !reauthed && self.inner.user.is_some() => {
-                    reauthed = true;
-                    self.reauthenticate().await?;
-                    plan.push(i);
-                }
                 Failure::Reauth => {
-                    return Err(Error::AuthFailed {
-                        endpoint: ep.url.clone(),
-                        message: "the auth token was refused again after re-authenticating".into(),
-                    });
+                    self.reauth_once(&mut reauthed, &ep.url).await?;
+                    plan.push(i);
                 }
                 Failure::NotSent(why) => {
                     ep.mark_down();
@@ -769,16 +762,9 @@ impl Client {
             drop(tx);
             match failure {
                 Failure::Fatal(e) => return Err(e),
-                Failure::Reauth if !reauthed && self.inner.user.is_some() => {
-                    reauthed = true;
-                    self.reauthenticate().await?;
-                    plan.push(i);
-                }
                 Failure::Reauth => {
-                    return Err(Error::AuthFailed {
-                        endpoint: ep.url.clone(),
-                        message: "the auth token was refused again after re-authenticating".into(),
-                    });
+                    self.reauth_once(&mut reauthed, &ep.url).await?;
+                    plan.push(i);
                 }
                 Failure::NotSent(why)
                 | Failure::Busy(why)
@@ -1017,6 +1003,18 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
 }
 
 impl Client {
+    /// After etcd refused the token: authenticate again, once per call.
+    async fn reauth_once(&self, reauthed: &mut bool, endpoint: &str) -> Result<()> {
+        if *reauthed || self.inner.user.is_none() {
+            return Err(Error::AuthFailed {
+                endpoint: endpoint.to_owned(),
+                message: "etcd refused the auth token (and re-authenticating did not help)".into(),
+            });
+        }
+        *reauthed = true;
+        self.reauthenticate().await
+    }
+
     /// Boxed, because authenticating is itself a unary call.
     fn reauthenticate(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(self.authenticate())

@@ -603,6 +603,12 @@ impl Spec {
         }
     }
 
+    fn set_ttl(&mut self, ttl: Duration) {
+        if let Lease::Own { ttl: t, .. } = &mut self.lease {
+            *t = ttl;
+        }
+    }
+
     /// Validates the input and gets the session (granting a lease if the
     /// lock has its own).
     async fn session(&self) -> Result<(Arc<SessionInner>, Release)> {
@@ -683,9 +689,7 @@ impl LockRequest {
     /// The TTL of the lock's own lease (default 10 s). Ignored for a lock on
     /// a session, which uses the session's lease.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        if let Lease::Own { ttl: t, .. } = &mut self.spec.lease {
-            *t = ttl;
-        }
+        self.spec.set_ttl(ttl);
         self
     }
 
@@ -812,9 +816,7 @@ impl TryLockRequest {
 
     /// The TTL of the lock's own lease (default 10 s); ignored on a session.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        if let Lease::Own { ttl: t, .. } = &mut self.spec.lease {
-            *t = ttl;
-        }
+        self.spec.set_ttl(ttl);
         self
     }
 
