@@ -240,6 +240,14 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
     let key = lock_key(name, s.lease);
     let prefix = lock_prefix(name);
     let mut backoff = Duration::from_millis(50);
+    // Serializable reads first (served by the member at hand, no ReadIndex
+    // round): "no key older than mine" can only become true, never false
+    // again, since no key can be created with an older revision; and my own
+    // key is alive while the lost signal has not fired (its deadline comes
+    // before the server's expiry). A read that does not show my key may be
+    // from a member that is behind: it is repeated as a linearizable read
+    // before the key is declared gone.
+    let mut serializable = true;
     loop {
         if let Some(r) = s.lost() {
             return Err(s.lost_error(r));
@@ -253,10 +261,12 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             sort_target: SortTarget::Create as i32,
             max_create_revision: my_rev.0 - 1,
             limit: 1,
+            serializable,
             ..Default::default()
         };
         let mine = pb::RangeRequest {
             key: key.as_bytes().to_vec(),
+            serializable,
             ..Default::default()
         };
         let req = pb::TxnRequest {
@@ -282,10 +292,15 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             .first()
             .is_some_and(|kv| kv.create_revision == my_rev.0);
         if !still_mine {
+            if serializable {
+                serializable = false;
+                continue;
+            }
             // My key is gone: my lease expired (or someone deleted the key)
             // while I waited. I must not take the lock.
             return Err(Error::LockLost { key });
         }
+        serializable = true;
         let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
             return Ok(());
         };

@@ -74,11 +74,8 @@ pub(crate) async fn wait_deleted(
         }
         if resp.created {
             let created_rev = resp.header.as_ref().map_or(i64::MAX, |h| h.revision);
-            if created_rev > read_rev.0 {
-                let now = client.get(key).await?;
-                if now.map(|kv| kv.create_revision) != Some(create_rev) {
-                    return Ok(());
-                }
+            if created_rev > read_rev.0 && !exists_at(client, key, create_rev, created_rev).await? {
+                return Ok(());
             }
         }
         for ev in &resp.events {
@@ -91,6 +88,31 @@ pub(crate) async fn wait_deleted(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Whether `key` (created at `create_rev`) still existed at revision `rev`.
+/// A serializable read at that revision; if the member at hand has not
+/// applied `rev` yet (or compacted it), a linearizable read of the latest
+/// state answers instead (a newer state is as good: the watch covers every
+/// change after `rev`).
+async fn exists_at(client: &Client, key: &[u8], create_rev: Revision, rev: i64) -> Result<bool> {
+    let req = pb::RangeRequest {
+        key: key.to_vec(),
+        revision: rev,
+        serializable: true,
+        ..Default::default()
+    };
+    match client.range(req).await {
+        Ok(r) => Ok(r
+            .kvs
+            .first()
+            .is_some_and(|kv| kv.create_revision == create_rev.0)),
+        Err(Error::Etcd { .. }) => Ok(client
+            .get(key)
+            .await?
+            .is_some_and(|kv| kv.create_revision == create_rev)),
+        Err(e) => Err(e),
     }
 }
 

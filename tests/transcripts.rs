@@ -100,7 +100,7 @@ fn try_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
 
 fn wait_txn(name: &str, key: &str, my_rev: i64) -> String {
     format!(
-        "call /etcdserverpb.KV/Txn txn if [] then [range \"{name}/\"..\"{name}0\" sort=create:desc limit=1 max_create={}, range \"{key}\"] else []",
+        "call /etcdserverpb.KV/Txn txn if [] then [range \"{name}/\"..\"{name}0\" sort=create:desc limit=1 max_create={} serializable, range \"{key}\" serializable] else []",
         my_rev - 1
     )
 }
