@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::client::{Client, Retry, prefix_end};
 use crate::error::{Error, Result};
-use crate::session::{LostReason, SessionInner};
+use crate::session::{LostReason, SessionInner, StaleKey};
 use crate::types::{Holder, KeyValue, LeaseId, Revision};
 use crate::watch::wait_deleted;
 use crate::wire::etcdserverpb as pb;
@@ -501,11 +501,17 @@ impl LockGuard {
     /// the lease expiry (or the drop of the session) frees the lock.
     pub async fn release(mut self) -> Result<()> {
         self.done = true;
-        self.session.unreserve(&self.name);
         match self.release {
             Release::RevokeLease => {
+                self.session.unreserve(&self.name);
                 let lost = self.session.lost();
-                let existed = self.session.revoke().await?;
+                // A loss known here is the answer, whether or not the
+                // revoke gets through.
+                let existed = match (self.session.revoke().await, lost) {
+                    (Ok(existed), _) => existed,
+                    (Err(_), Some(r)) => return Err(self.session.lost_error(r)),
+                    (Err(e), None) => return Err(e),
+                };
                 match lost {
                     Some(r) => Err(self.session.lost_error(r)),
                     None if !existed => Err(Error::LeaseExpired {
@@ -516,7 +522,22 @@ impl LockGuard {
             }
             Release::DeleteKey => {
                 let lost = self.session.lost();
-                let deleted = delete_if_mine(&self.session.client, &self.key, self.rev).await?;
+                // The name stays reserved until its key is known to be gone,
+                // so a new lock of it on this session cannot take the key over.
+                let deleted = match delete_if_mine(&self.session.client, &self.key, self.rev).await
+                {
+                    Ok(d) => {
+                        self.session.unreserve(&self.name);
+                        d
+                    }
+                    Err(e) => {
+                        self.session.mark_stale(&self.name, Some(self.rev));
+                        return Err(match lost {
+                            Some(r) => self.session.lost_error(r),
+                            None => e,
+                        });
+                    }
+                };
                 match lost {
                     Some(r) => Err(self.session.lost_error(r)),
                     None if !deleted => Err(Error::LockLost {
@@ -548,24 +569,26 @@ impl Drop for LockGuard {
         if self.done {
             return;
         }
-        self.session.unreserve(&self.name);
-        if self.release == Release::DeleteKey {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        match self.release {
+            // Dropping the last reference to the session revokes its lease.
+            Release::RevokeLease => self.session.unreserve(&self.name),
+            Release::DeleteKey => {
                 let client = self.session.client.clone();
                 let key = std::mem::take(&mut self.key);
                 let rev = self.rev;
-                rt.spawn(async move {
-                    let _ = delete_if_mine(&client, &key, rev).await;
-                });
+                self.session
+                    .clean_in_background(&self.name, Some(rev), async move {
+                        delete_if_mine(&client, &key, rev).await.is_ok()
+                    });
             }
         }
-        // RevokeLease: dropping the last reference to the session revokes.
     }
 }
 
 /// Removes a queued key if the acquiring future is dropped or fails.
 struct QueueCleanup {
     session: Arc<SessionInner>,
+    release: Release,
     name: String,
     armed: bool,
 }
@@ -581,19 +604,41 @@ impl Drop for QueueCleanup {
         if !self.armed {
             return;
         }
-        self.session.unreserve(&self.name);
-        // A lock with its own lease is cleaned up by the lease revoke when
-        // its session is dropped; a key on a shared session is deleted here.
-        if Arc::strong_count(&self.session) > 1 {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        match self.release {
+            // A lock with its own lease: the lease is revoked when its
+            // session is dropped, which happens with this future.
+            Release::RevokeLease => self.session.unreserve(&self.name),
+            // A key on a shared session: delete it in the background. Its
+            // create revision may be unknown (the transaction may have been
+            // in flight), so the delete is unconditional; later requests for
+            // the name on this session wait for it.
+            Release::DeleteKey => {
                 let client = self.session.client.clone();
                 let key = lock_key(&self.name, self.session.lease);
-                rt.spawn(async move {
-                    let _ = client.delete(key).await;
-                });
+                self.session
+                    .clean_in_background(&self.name, None, async move {
+                        client.delete(key).await.is_ok()
+                    });
             }
         }
     }
+}
+
+/// Deletes what an earlier request for the same name on this session may
+/// have left behind; on failure the name stays marked.
+async fn remove_stale(session: &SessionInner, name: &str, stale: Option<StaleKey>) -> Result<()> {
+    let Some(StaleKey(rev)) = stale else {
+        return Ok(());
+    };
+    let key = lock_key(name, session.lease);
+    let r = match rev {
+        Some(rev) => delete_if_mine(&session.client, &key, rev).await.map(|_| ()),
+        None => session.client.delete(&key).await.map(|_| ()),
+    };
+    if r.is_err() {
+        session.mark_stale(name, rev);
+    }
+    r
 }
 
 /// Where a lock request gets its lease.
@@ -725,9 +770,11 @@ impl LockRequest {
     async fn run(self) -> Result<LockGuard> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let (session, release) = self.spec.session().await?;
-        session.reserve(&self.spec.name)?;
+        let stale = session.reserve(&self.spec.name).await?;
+        remove_stale(&session, &self.spec.name, stale).await?;
         let cleanup = QueueCleanup {
             session: session.clone(),
+            release,
             name: self.spec.name.clone(),
             armed: true,
         };
@@ -761,16 +808,20 @@ impl LockRequest {
             }
             Err(e) => {
                 cleanup.disarm();
-                session.unreserve(&self.spec.name);
                 // Leave nothing queued before reporting the error.
-                let _ = match release {
-                    Release::RevokeLease => session.revoke().await.map(|_| ()),
-                    Release::DeleteKey => session
-                        .client
-                        .delete(lock_key(&self.spec.name, session.lease))
-                        .await
-                        .map(|_| ()),
-                };
+                match release {
+                    Release::RevokeLease => {
+                        session.unreserve(&self.spec.name);
+                        let _ = session.revoke().await;
+                    }
+                    Release::DeleteKey => {
+                        let key = lock_key(&self.spec.name, session.lease);
+                        match session.client.delete(key).await {
+                            Ok(_) => session.unreserve(&self.spec.name),
+                            Err(_) => session.mark_stale(&self.spec.name, None),
+                        }
+                    }
+                }
                 Err(e)
             }
         }
@@ -843,9 +894,11 @@ impl TryLockRequest {
 
     async fn run(self) -> Result<TryLock> {
         let (session, release) = self.spec.session().await?;
-        session.reserve(&self.spec.name)?;
+        let stale = session.reserve(&self.spec.name).await?;
+        remove_stale(&session, &self.spec.name, stale).await?;
         let cleanup = QueueCleanup {
             session: session.clone(),
+            release,
             name: self.spec.name.clone(),
             armed: true,
         };
@@ -862,7 +915,8 @@ impl TryLockRequest {
                 cleanup.disarm();
                 session.unreserve(&self.spec.name);
                 if release == Release::RevokeLease {
-                    session.revoke().await?;
+                    // Best effort: an unused lease also expires by itself.
+                    let _ = session.revoke().await;
                 }
                 Ok(TryLock::Held(Holder::from_kv(&self.spec.name, owner)))
             }

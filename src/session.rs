@@ -32,6 +32,7 @@ use crate::client::{BiStream, Client, paths};
 use crate::error::{Error, Result};
 use crate::lock::{LockRequest, TryLockRequest};
 use crate::types::{LeaseId, Revision};
+
 use crate::wire::etcdserverpb as pb;
 use crate::wire::etcdserverpb::lease_client::LeaseClient;
 
@@ -71,10 +72,30 @@ pub(crate) struct SessionInner {
     pub(crate) ttl: Duration,
     state: watch::Sender<LeaseState>,
     keepalive: Mutex<Option<JoinHandle<()>>>,
-    /// Lock names queued or held on this lease, with their queue revision
-    /// (0 while the acquire transaction is in flight).
-    names: Mutex<HashMap<String, Revision>>,
+    /// What this session knows of each lock name it queued for.
+    names: Mutex<HashMap<String, Slot>>,
 }
+
+/// The state of one lock name on a session. A name's key is
+/// `{name}/{lease}` for every request on the session, so two requests for
+/// one name must never overlap: the second would take over the first one's
+/// key (and its stale fencing token), and the first one's cleanup could
+/// delete the second one's key.
+enum Slot {
+    /// A lock request or a guard owns the name; its queue revision (0 while
+    /// the acquire transaction is in flight).
+    Owned(Revision),
+    /// A background task is deleting the name's key; requests for the name
+    /// wait until it is done.
+    Cleaning(watch::Receiver<()>),
+    /// The key may still exist with this create revision (`None`: unknown):
+    /// the next request deletes it before queueing.
+    Stale(Option<Revision>),
+}
+
+/// A key left behind by an earlier request for the same name, to be
+/// deleted before queueing again.
+pub(crate) struct StaleKey(pub(crate) Option<Revision>);
 
 impl SessionInner {
     /// Grants a lease and starts its keepalive task.
@@ -130,35 +151,102 @@ impl SessionInner {
         }
     }
 
-    /// Reserves a lock name on this session.
-    pub(crate) fn reserve(&self, name: &str) -> Result<()> {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rev) = names.get(name) {
-            return Err(Error::AlreadyLocked {
-                name: name.to_owned(),
-                revision: *rev,
-            });
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves a lock name on this session, waiting for a background
+    /// cleanup of the name to finish first. Returns the key an earlier
+    /// request may have left behind, which the caller deletes before
+    /// queueing.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyLocked`] while a request or guard owns the name.
+    pub(crate) async fn reserve(&self, name: &str) -> Result<Option<StaleKey>> {
+        loop {
+            let mut cleaning = {
+                let mut slots = self.slots();
+                match slots.get(name) {
+                    None => {
+                        slots.insert(name.to_owned(), Slot::Owned(Revision(0)));
+                        return Ok(None);
+                    }
+                    Some(Slot::Owned(rev)) => {
+                        return Err(Error::AlreadyLocked {
+                            name: name.to_owned(),
+                            revision: *rev,
+                        });
+                    }
+                    Some(Slot::Stale(rev)) => {
+                        let stale = StaleKey(*rev);
+                        slots.insert(name.to_owned(), Slot::Owned(Revision(0)));
+                        return Ok(Some(stale));
+                    }
+                    Some(Slot::Cleaning(rx)) if rx.has_changed().is_err() => {
+                        // The cleanup task ended without saying how (its
+                        // runtime shut down): assume the key may remain.
+                        slots.insert(name.to_owned(), Slot::Owned(Revision(0)));
+                        return Ok(Some(StaleKey(None)));
+                    }
+                    Some(Slot::Cleaning(rx)) => rx.clone(),
+                }
+            };
+            // Ends when the cleanup task drops its sender.
+            let _ = cleaning.changed().await;
         }
-        names.insert(name.to_owned(), Revision(0));
-        Ok(())
     }
 
     pub(crate) fn set_revision(&self, name: &str, rev: Revision) {
-        if let Some(r) = self
-            .names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(name)
-        {
-            *r = rev;
+        if let Some(slot) = self.slots().get_mut(name) {
+            *slot = Slot::Owned(rev);
         }
     }
 
+    /// Frees the name: its key is gone.
     pub(crate) fn unreserve(&self, name: &str) {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.slots().remove(name);
+    }
+
+    /// Frees the name, but remembers that its key may still exist.
+    pub(crate) fn mark_stale(&self, name: &str, rev: Option<Revision>) {
+        self.slots().insert(name.to_owned(), Slot::Stale(rev));
+    }
+
+    /// Runs `cleanup` (which deletes the name's key and says whether it
+    /// succeeded) in the background when a tokio runtime is there; requests
+    /// for the name wait for it. Without a runtime, the name is marked
+    /// stale and the next request deletes the key first.
+    pub(crate) fn clean_in_background<F>(
+        self: &Arc<Self>,
+        name: &str,
+        rev: Option<Revision>,
+        cleanup: F,
+    ) where
+        F: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.mark_stale(name, rev);
+            return;
+        };
+        let (tx, rx) = watch::channel(());
+        self.slots()
+            .insert(name.to_owned(), Slot::Cleaning(rx.clone()));
+        let session = self.clone();
+        let name = name.to_owned();
+        rt.spawn(async move {
+            let deleted = cleanup.await;
+            let mut slots = session.slots();
+            let ours = matches!(slots.get(&name), Some(Slot::Cleaning(r)) if r.same_channel(&rx));
+            if ours {
+                if deleted {
+                    slots.remove(&name);
+                } else {
+                    slots.insert(name, Slot::Stale(rev));
+                }
+            }
+            drop(slots);
+            drop(tx);
+        });
     }
 
     fn stop_keepalive(&self) {

@@ -176,6 +176,14 @@ async fn bad_builder_input_is_rejected_before_anything_is_sent() {
             "{bad:?}: {err:?}"
         );
     }
+    #[cfg(not(feature = "tls"))]
+    {
+        let err = Client::builder()
+            .endpoints(["https://h:1"])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    }
     let err = Client::builder()
         .endpoints(["127.0.0.1:2379"])
         .request_timeout(Duration::ZERO)
