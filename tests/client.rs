@@ -168,7 +168,6 @@ async fn bad_builder_input_is_rejected_before_anything_is_sent() {
         "unix:///tmp/x",
         "http://h:0",
         "http://h:2379/path",
-        "https://h:1",
     ] {
         let err = Client::builder().endpoints([bad]).build().unwrap_err();
         assert!(
