@@ -12,14 +12,18 @@
 //!    `{name}/`; else read my key and the oldest key. My queue revision is the
 //!    put's revision (or my existing key's create revision). When the oldest
 //!    key is mine, I hold the lock.
-//! 2. **Wait** — read the newest key created before mine (`Range` sorted by
-//!    create revision, descending, limit 1, `max_create_revision` = mine):
-//!    that is my immediate predecessor, or myself when none is left. Watch
-//!    only the predecessor until it is deleted, then read again. No
-//!    thundering herd: each release wakes one waiter. The same read also
-//!    proves that my own key still exists: if my lease expired while I
-//!    waited, the read finds nothing of mine and I do not get the lock
-//!    (the flaw of etcd issue 11456).
+//! 2. **Wait** — one read-only `Txn` reads the newest key created before
+//!    mine (sorted by create revision, descending, limit 1,
+//!    `max_create_revision` = mine - 1: my immediate predecessor), my own
+//!    key, and the holder. Watch only the predecessor until it is deleted.
+//!    If it was the holder, it was the only key older than mine (no key can
+//!    be created with an older revision), so the lock is mine once a read
+//!    at the delete's revision shows my key still there; otherwise read the
+//!    queue again. No thundering herd: each release wakes one waiter. The
+//!    read also proves that my own key still exists: if my lease expired
+//!    while I waited, I do not get the lock (the flaw of etcd issue 11456),
+//!    and after the last read the lease is alive as long as the lost signal
+//!    has not fired, which is checked before the guard is handed out.
 //! 3. **Release** — a lock with its own lease: `LeaseRevoke` (key and lease
 //!    go in one commit). A lock on a shared session: a `Txn` that deletes my
 //!    key only if its create revision is still mine.
@@ -35,7 +39,7 @@ use crate::client::{Client, Retry, prefix_end};
 use crate::error::{Error, Result};
 use crate::session::{LostReason, SessionInner, StaleKey};
 use crate::types::{Holder, KeyValue, LeaseId, Revision};
-use crate::watch::wait_deleted;
+use crate::watch::{exists_at, wait_deleted};
 use crate::wire::etcdserverpb as pb;
 use pb::compare::{CompareResult, CompareTarget, TargetUnion};
 use pb::range_request::{SortOrder, SortTarget};
@@ -252,8 +256,8 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
         if let Some(r) = s.lost() {
             return Err(s.lost_error(r));
         }
-        // One read-only Txn (no raft commit): my immediate predecessor, and
-        // my own key.
+        // One read-only Txn (no raft commit): my immediate predecessor, my
+        // own key, and the holder.
         let pred = pb::RangeRequest {
             key: prefix.as_bytes().to_vec(),
             range_end: prefix_end(prefix.as_bytes()),
@@ -269,9 +273,17 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             serializable,
             ..Default::default()
         };
+        let owner = pb::RangeRequest {
+            serializable,
+            ..owner_range(&prefix)
+        };
         let req = pb::TxnRequest {
             compare: vec![],
-            success: vec![op(Op::RequestRange(pred)), op(Op::RequestRange(mine))],
+            success: vec![
+                op(Op::RequestRange(pred)),
+                op(Op::RequestRange(mine)),
+                op(Op::RequestRange(owner)),
+            ],
             failure: vec![],
         };
         let resp = match s.client.txn(Retry::Safe, req).await {
@@ -304,6 +316,14 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
         let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
             return Ok(());
         };
+        // When my predecessor is also the oldest key (the holder), it is
+        // the only key older than mine: once it is gone, the lock is mine
+        // if my key still existed at that revision (keys older than mine
+        // are never created).
+        let pred_is_holder = range_resp(&resp, 2)?
+            .kvs
+            .first()
+            .is_some_and(|o| o.create_revision == pred.create_revision);
         match wait_deleted(
             &s.client,
             &pred.key,
@@ -312,7 +332,15 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
         )
         .await
         {
-            Ok(()) => {}
+            Ok(Some(gone_at)) if pred_is_holder => {
+                // My own key must still have existed then (a lease revoked
+                // behind my back shows here); one serializable read.
+                if exists_at(&s.client, key.as_bytes(), my_rev, gone_at.0).await? {
+                    return Ok(());
+                }
+                serializable = false;
+            }
+            Ok(_) => {}
             Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
             Err(e) => return Err(e),
         }

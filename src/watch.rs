@@ -58,24 +58,26 @@ fn stream_ended() -> Error {
 /// that starts in the past is caught up by a background loop, up to ~100 ms
 /// late). The key may have been deleted between the caller's read (at
 /// `read_rev`) and the watch's creation: when the `created` answer carries a
-/// newer revision than `read_rev`, the key is read again.
+/// newer revision than `read_rev`, the key is read again. Returns a
+/// revision at which the key is known to be gone, or `None` when the watch
+/// ended without telling (the caller reads again).
 pub(crate) async fn wait_deleted(
     client: &Client,
     key: &[u8],
     create_rev: Revision,
     read_rev: Revision,
-) -> Result<()> {
+) -> Result<Option<Revision>> {
     let mut stream = open(client, key, Vec::new(), Revision(0)).await?;
     loop {
         let resp = stream.recv().await?.ok_or_else(stream_ended)?;
         if resp.canceled {
-            // Let the caller read the queue again.
-            return Ok(());
+            // Not known to be deleted: let the caller read the queue again.
+            return Ok(None);
         }
         if resp.created {
             let created_rev = resp.header.as_ref().map_or(i64::MAX, |h| h.revision);
             if created_rev > read_rev.0 && !exists_at(client, key, create_rev, created_rev).await? {
-                return Ok(());
+                return Ok(Some(Revision(created_rev)));
             }
         }
         for ev in &resp.events {
@@ -85,7 +87,8 @@ pub(crate) async fn wait_deleted(
                     .as_ref()
                     .is_some_and(|kv| kv.create_revision != create_rev.0);
             if gone {
-                return Ok(());
+                let at = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                return Ok(Some(Revision(at)));
             }
         }
     }
@@ -96,7 +99,12 @@ pub(crate) async fn wait_deleted(
 /// applied `rev` yet (or compacted it), a linearizable read of the latest
 /// state answers instead (a newer state is as good: the watch covers every
 /// change after `rev`).
-async fn exists_at(client: &Client, key: &[u8], create_rev: Revision, rev: i64) -> Result<bool> {
+pub(crate) async fn exists_at(
+    client: &Client,
+    key: &[u8],
+    create_rev: Revision,
+    rev: i64,
+) -> Result<bool> {
     let req = pb::RangeRequest {
         key: key.to_vec(),
         revision: rev,

@@ -100,8 +100,9 @@ fn try_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
 
 fn wait_txn(name: &str, key: &str, my_rev: i64) -> String {
     format!(
-        "call /etcdserverpb.KV/Txn txn if [] then [range \"{name}/\"..\"{name}0\" sort=create:desc limit=1 max_create={} serializable, range \"{key}\" serializable] else []",
-        my_rev - 1
+        "call /etcdserverpb.KV/Txn txn if [] then [range \"{name}/\"..\"{name}0\" sort=create:desc limit=1 max_create={} serializable, range \"{key}\" serializable, {} serializable] else []",
+        my_rev - 1,
+        owner_range(name)
     )
 }
 
@@ -240,6 +241,9 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         .unwrap()
         .unwrap();
     let c_after = commits(&etcd).await;
+    // The revoke was the last write: its revision is the store's.
+    let released_at = client.status().await.unwrap().revision;
+    rec.take();
     assert_eq!(
         got_release,
         [format!(
@@ -256,7 +260,10 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
             wait_txn("t/a", w.key(), w.fencing_token().0),
             "open /etcdserverpb.Watch/Watch".to_owned(),
             format!("send /etcdserverpb.Watch/Watch watch create \"{key}\""),
-            wait_txn("t/a", w.key(), w.fencing_token().0),
+            format!(
+                "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",
+                w.key()
+            ),
         ]
     );
     // The release's revoke is the one commit in the measured window.
