@@ -107,6 +107,10 @@ impl TlsOptions {
         Ok(bytes)
     }
 
+    fn is_set(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some() || self.server_name.is_some()
+    }
+
     fn config(&self) -> Result<tonic::transport::ClientTlsConfig> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let mut cfg = ClientTlsConfig::new().assume_http2(true);
@@ -283,10 +287,13 @@ impl ClientBuilder {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
         #[cfg(feature = "tls")]
-        let tls = if self
-            .endpoints
-            .iter()
-            .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
+        // Certificate files are checked even for http:// endpoints: a bad
+        // path is reported at once, not when an https endpoint is added.
+        let tls = if self.tls.is_set()
+            || self
+                .endpoints
+                .iter()
+                .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
         {
             Some(self.tls.config()?)
         } else {

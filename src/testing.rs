@@ -643,6 +643,62 @@ impl Etcd {
         }
     }
 
+    /// Enables etcd's authentication (plain-http clusters): creates `root`
+    /// (password `root-password`, role `root`), a role that may read and write
+    /// only keys under `prefix`, and `user` with `password` holding that role.
+    /// Runs `etcdctl` (Debian: `etcd-client`).
+    ///
+    /// # Errors
+    /// When `etcdctl` is missing or one of its commands fails.
+    pub fn enable_auth(
+        &self,
+        user: &str,
+        password: &str,
+        prefix: &str,
+    ) -> Result<(), HarnessError> {
+        let endpoint = self.endpoint(0);
+        let role = format!("{user}-role");
+        let user_pw = format!("{user}:{password}");
+        let steps: [&[&str]; 8] = [
+            &["user", "add", "root:root-password"],
+            &["role", "add", "root"],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", &role],
+            &[
+                "role",
+                "grant-permission",
+                &role,
+                "readwrite",
+                prefix,
+                "--prefix=true",
+            ],
+            &["user", "add", &user_pw],
+            &["user", "grant-role", user, &role],
+            &["auth", "enable"],
+        ];
+        for args in steps {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoint}"))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| {
+                    HarnessError::new(format!(
+                        "cannot run etcdctl (apt-get install etcd-client): {e}"
+                    ))
+                })?;
+            if !out.status.success() {
+                return Err(HarnessError::new(format!(
+                    "etcdctl {} failed: {}",
+                    args[..2].join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     // -- private helpers ---------------------------------------------------
 
     fn member(&self, i: usize) -> &Member {

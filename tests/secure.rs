@@ -2,7 +2,6 @@
 //! refresh, against real etcd started with those settings.
 #![cfg(all(feature = "testing", feature = "tls"))]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -142,35 +141,6 @@ async fn tls_to_a_plaintext_server_is_a_tls_error() {
     assert!(matches!(err, Error::Tls { .. }), "{err:?}");
 }
 
-/// Enables auth: root, and `alice` who may write only under `locks/`.
-fn enable_auth(etcd: &Etcd) {
-    let ep = etcd.endpoint(0);
-    let run = |args: &[&str]| {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={ep}"))
-            .args(args)
-            .output()
-            .expect("etcdctl (apt-get install etcd-client)");
-        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
-    };
-    run(&["user", "add", "root:rootpw"]);
-    run(&["role", "add", "root"]);
-    run(&["user", "grant-role", "root", "root"]);
-    run(&["role", "add", "locker"]);
-    run(&[
-        "role",
-        "grant-permission",
-        "locker",
-        "readwrite",
-        "locks/",
-        "--prefix=true",
-    ]);
-    run(&["user", "add", "alice:alicepw"]);
-    run(&["user", "grant-role", "alice", "locker"]);
-    run(&["auth", "enable"]);
-}
-
 async fn auth_etcd() -> Etcd {
     let etcd = EtcdBuilder::new(1)
         .arg("--auth-token=simple")
@@ -178,7 +148,7 @@ async fn auth_etcd() -> Etcd {
         .start()
         .await
         .unwrap();
-    enable_auth(&etcd);
+    etcd.enable_auth("alice", "alicepw", "locks/").unwrap();
     etcd
 }
 

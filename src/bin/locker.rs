@@ -41,7 +41,8 @@ Exit status:
   0      success; `lock` without a command, or `watch`, stopped by SIGINT, SIGTERM or SIGHUP
   1      `holder`: the lock is free; any other failure
   2      usage error: unknown option, empty lock name, zero TTL, bad duration or
-         endpoint, missing password, TLS options (not supported by this build yet)
+         endpoint, missing password, --cert without --key (or the reverse),
+         an unreadable certificate file
   69     etcd cannot be reached: no endpoint answered, a request timed out, the
          server is not etcd, or a request's outcome is unknown
   75     `try`: the lock is held by someone else (see --conflict-exit-code)
@@ -107,7 +108,7 @@ struct Cli {
     )]
     user: Option<String>,
 
-    /// CA bundle to verify etcd's TLS certificate (not supported by this build yet)
+    /// CA bundle (PEM) to verify etcd's TLS certificate (default: the system's roots)
     #[arg(
         long,
         global = true,
@@ -117,7 +118,7 @@ struct Cli {
     )]
     cacert: Option<PathBuf>,
 
-    /// TLS client certificate (not supported by this build yet)
+    /// TLS client certificate (PEM), for mutual TLS; needs --key
     #[arg(
         long,
         global = true,
@@ -127,7 +128,7 @@ struct Cli {
     )]
     cert: Option<PathBuf>,
 
-    /// TLS client key (not supported by this build yet)
+    /// TLS client key (PEM), for mutual TLS; needs --cert
     #[arg(
         long,
         global = true,
@@ -142,7 +143,9 @@ struct Cli {
         long,
         global = true,
         help_heading = "Global options",
-        env = "LOCKER_WIRE_LOG"
+        env = "LOCKER_WIRE_LOG",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     wire_log: bool,
 
@@ -425,10 +428,13 @@ fn lost_text(reason: LostReason) -> &'static str {
 
 fn exit_code_for(e: &Error) -> u8 {
     match e {
-        Error::InvalidArgument { .. } | Error::InvalidEndpoint { .. } => code::USAGE,
+        Error::InvalidArgument { .. } | Error::InvalidEndpoint { .. } | Error::CertFile { .. } => {
+            code::USAGE
+        }
         Error::Unreachable { .. }
         | Error::Timeout { .. }
         | Error::NotEtcd { .. }
+        | Error::Tls { .. }
         | Error::Ambiguous { .. } => code::UNAVAILABLE,
         Error::AuthFailed { .. } | Error::PermissionDenied { .. } => code::NO_PERMISSION,
         Error::LockLost { .. } | Error::LeaseExpired { .. } => code::LOST,
@@ -567,12 +573,15 @@ fn endpoints(cli: &Cli) -> Result<Vec<String>, String> {
 }
 
 fn client_builder(cli: &Cli) -> Result<locker::ClientBuilder, String> {
-    if cli.cacert.is_some() || cli.cert.is_some() || cli.key.is_some() {
-        return Err(
-            "TLS (--cacert, --cert, --key) is not supported by this build of locker yet".to_owned(),
-        );
-    }
     let mut b = Client::builder().endpoints(endpoints(cli)?);
+    if let Some(ca) = &cli.cacert {
+        b = b.ca_cert_file(ca);
+    }
+    match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => b = b.client_cert_files(cert, key),
+        (None, None) => {}
+        _ => return Err("--cert and --key go together (mutual TLS needs both)".to_owned()),
+    }
     if let Some(t) = cli.connect_timeout {
         b = b.connect_timeout(t);
     }

@@ -1,0 +1,837 @@
+//! The `locker` command-line tool, driven as a user would drive it, against
+//! real etcd processes started by `locker::testing`.
+//!
+//! Run with `cargo test --features testing,cli --test cli`.
+#![cfg(all(feature = "testing", feature = "cli"))]
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use locker::testing::{Etcd, Proxy, ProxyMode};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep, timeout};
+
+const LOCKER: &str = env!("CARGO_BIN_EXE_locker");
+
+/// Environment variables that would change how locker (or etcdctl) behaves.
+const ENV_TO_CLEAR: &[&str] = &[
+    "LOCKER_ENDPOINTS",
+    "ETCDCTL_ENDPOINTS",
+    "LOCKER_CONNECT_TIMEOUT",
+    "LOCKER_REQUEST_TIMEOUT",
+    "LOCKER_USER",
+    "LOCKER_PASSWORD",
+    "LOCKER_CACERT_FILE",
+    "LOCKER_CERT_FILE",
+    "LOCKER_KEY_FILE",
+    "LOCKER_WIRE_LOG",
+    "LOCKER_KEY",
+    "LOCKER_FENCING_TOKEN",
+    "ETCD_LOCK_KEY",
+    "ETCD_LOCK_REV",
+];
+
+/// A lock name no other test uses.
+fn unique(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "cli-test/{test}/{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn etcd() -> Etcd {
+    match Etcd::single().await {
+        Ok(e) => e,
+        Err(e) => panic!("cannot start etcd for the test: {e}"),
+    }
+}
+
+/// `locker --endpoints <endpoints> <args>`, with a clean environment.
+fn locker(endpoints: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(LOCKER);
+    for v in ENV_TO_CLEAR {
+        c.env_remove(v);
+    }
+    c.arg("--endpoints").arg(endpoints).args(args);
+    c.stdin(Stdio::null()).kill_on_drop(true);
+    c
+}
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> Command {
+    let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/bin/etcdctl").exists() {
+            "/usr/bin/etcdctl".to_owned()
+        } else {
+            "etcdctl".to_owned()
+        }
+    });
+    let mut c = Command::new(bin);
+    for v in ENV_TO_CLEAR {
+        c.env_remove(v);
+    }
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args);
+    c.stdin(Stdio::null()).kill_on_drop(true);
+    c
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// The result of a finished command.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to its end, within `limit`.
+async fn run(mut cmd: Command, limit: Duration) -> Run {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {limit:?}"))
+        .expect("the command runs");
+    Run {
+        code: exit_code(out.status),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const SHORT: Duration = Duration::from_secs(15);
+
+/// Asserts that stderr holds exactly one line, `locker: ...`.
+fn assert_one_error_line(r: &Run) {
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got {:?}",
+        r.stderr
+    );
+    assert!(
+        lines[0].starts_with("locker: "),
+        "error line lacks the prefix: {:?}",
+        lines[0]
+    );
+    assert!(!r.stderr.contains("panicked"), "{:?}", r.stderr);
+}
+
+/// A running process whose stdout and stderr are collected line by line.
+struct Proc {
+    child: Child,
+    pid: i32,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(reader: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the command starts");
+        let pid = child.id().expect("a pid") as i32;
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        Proc {
+            child,
+            pid,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a stdout line satisfies `pred`; returns it.
+    async fn line(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.stdout().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stdout line {what} within {limit:?}; stdout: {:?}; stderr: {:?}",
+                self.stdout(),
+                self.stderr()
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet.
+        let rc = unsafe { libc::kill(self.pid, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid);
+    }
+
+    /// Waits for the process to exit, within `limit`; returns its exit code.
+    async fn exit(&mut self, limit: Duration) -> i32 {
+        match timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                let code = exit_code(status.expect("wait"));
+                // Let the readers drain what is left in the pipes.
+                sleep(Duration::from_millis(50)).await;
+                code
+            }
+            Err(_) => panic!(
+                "process did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
+                self.stdout(),
+                self.stderr()
+            ),
+        }
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+}
+
+/// `locker lock NAME [extra]` without a command: waits until it prints the
+/// key line, and returns the process with the key and fencing token.
+async fn hold(ep: &str, name: &str, extra: &[&str]) -> (Proc, String, i64) {
+    let mut args = vec!["lock", name];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(locker(ep, &args));
+    let line = p.line("key=...", SHORT, |l| l.starts_with("key=")).await;
+    let field = |f: &str| {
+        line.split(' ')
+            .find_map(|w| w.strip_prefix(f))
+            .unwrap_or_else(|| panic!("no {f} in {line:?}"))
+            .to_owned()
+    };
+    let key = field("key=");
+    let token: i64 = field("fencing_token=").parse().expect("a numeric token");
+    (p, key, token)
+}
+
+/// Polls `locker holder NAME` until it exits with `want`.
+async fn wait_holder_code(ep: &str, name: &str, want: i32, limit: Duration) -> Run {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = run(locker(ep, &["holder", name]), SHORT).await;
+        if r.code == want {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holder {name} did not exit with {want} within {limit:?}; last: {r:?}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn keys_under(ep: &str, name: &str) -> Vec<String> {
+    let client = locker::Client::builder()
+        .endpoints([ep])
+        .connect()
+        .await
+        .expect("connect");
+    let (kvs, _) = client
+        .get_prefix(format!("{name}/"))
+        .await
+        .expect("get_prefix");
+    kvs.iter().map(|kv| kv.key_str()).collect()
+}
+
+/// A loopback port nobody listens on, on 127.0.0.3: test servers all use
+/// 127.0.0.1, so no other test can take the freed port.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+/// A shell command that says `ready`, then loops until SIGTERM, on which it
+/// runs `on_term` and exits 0.
+fn trap_term(on_term: &str) -> String {
+    format!("trap '{on_term}; exit 0' TERM; echo ready; while :; do sleep 0.1; done")
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_gets_env_and_its_exit_code_is_passed_through() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("env");
+    let script = "echo LOCKER_KEY=$LOCKER_KEY; echo LOCKER_FENCING_TOKEN=$LOCKER_FENCING_TOKEN; \
+                  echo ETCD_LOCK_KEY=$ETCD_LOCK_KEY; echo ETCD_LOCK_REV=$ETCD_LOCK_REV; exit 3";
+    let r = run(
+        locker(&ep, &["lock", &name, "--", "sh", "-c", script]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+    let var = |v: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{v}=")))
+            .unwrap_or_else(|| panic!("{v} not printed: {r:?}"))
+            .to_owned()
+    };
+    let key = var("LOCKER_KEY");
+    let hex = key
+        .strip_prefix(&format!("{name}/"))
+        .unwrap_or_else(|| panic!("key {key:?} is not {name}/<hex>"));
+    assert!(
+        !hex.is_empty()
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "key {key:?} does not end in lowercase hex"
+    );
+    assert_eq!(var("ETCD_LOCK_KEY"), key);
+    let token: i64 = var("LOCKER_FENCING_TOKEN")
+        .parse()
+        .expect("the token is a number");
+    assert!(token > 0);
+    assert_eq!(var("ETCD_LOCK_REV"), token.to_string());
+    // Released on exit.
+    assert_eq!(run(locker(&ep, &["holder", &name]), SHORT).await.code, 1);
+
+    // Killed by a signal: 128 + N.
+    let r = run(
+        locker(&ep, &["lock", &name, "--", "sh", "-c", "kill -KILL $$"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 128 + libc::SIGKILL, "{r:?}");
+
+    // A command that does not exist: 127, one line, and the lock is released.
+    let r = run(
+        locker(&ep, &["lock", &name, "--", "/nonexistent/locker-test-cmd"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 127, "{r:?}");
+    assert_one_error_line(&r);
+    assert_eq!(run(locker(&ep, &["holder", &name]), SHORT).await.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_while_held_exits_75_and_names_the_holder() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("try");
+    let (mut a, key, token) = hold(&ep, &name, &["--value", "holder-A"]).await;
+
+    let r = run(
+        locker(&ep, &["try", &name, "--value", "B", "--", "true"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 75, "{r:?}");
+    assert_one_error_line(&r);
+    assert!(r.stderr.contains("holder-A"), "{r:?}");
+    assert!(r.stderr.contains(&key), "{r:?}");
+    assert!(r.stderr.contains(&token.to_string()), "{r:?}");
+    assert_eq!(r.stdout, "", "the command must not run: {r:?}");
+
+    let r = run(
+        locker(&ep, &["try", &name, "--conflict-exit-code", "9"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 9, "{r:?}");
+
+    // try left nothing queued: only A's key.
+    assert_eq!(keys_under(&ep, &name).await, vec![key.clone()]);
+
+    a.signal(libc::SIGINT);
+    assert_eq!(a.exit(SHORT).await, 0);
+    let r = run(
+        locker(
+            &ep,
+            &["try", &name, "--", "sh", "-c", "echo got $LOCKER_KEY"],
+        ),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with(&format!("got {name}/")), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_reports_free_and_held_as_text_and_json() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("holder");
+
+    let r = run(locker(&ep, &["holder", &name]), SHORT).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stdout.trim(), "free");
+    let r = run(locker(&ep, &["holder", "--json", &name]), SHORT).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("\"held\":false"), "{r:?}");
+
+    let (mut a, key, token) = hold(&ep, &name, &["--value", "val \"q\"", "--ttl", "30"]).await;
+    let r = run(locker(&ep, &["holder", &name]), SHORT).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("held "), "{r:?}");
+    assert!(r.stdout.contains(&format!("key={key} ")), "{r:?}");
+    assert!(r.stdout.contains(r#"value="val \"q\"""#), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("fencing_token={token} ")),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("ttl_left="), "{r:?}");
+
+    let r = run(locker(&ep, &["holder", "--json", &name]), SHORT).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let json = r.stdout.trim();
+    assert!(json.starts_with('{') && json.ends_with('}'), "{r:?}");
+    assert_eq!(json.lines().count(), 1, "{r:?}");
+    assert!(json.contains("\"held\":true"), "{json}");
+    assert!(json.contains(&format!("\"key\":\"{key}\"")), "{json}");
+    assert!(json.contains(r#""value":"val \"q\"""#), "{json}");
+    assert!(
+        json.contains(&format!("\"fencing_token\":{token}")),
+        "{json}"
+    );
+    assert!(json.contains("\"lease\":\""), "{json}");
+    assert!(json.contains("\"ttl_left_secs\":"), "{json}");
+
+    a.signal(libc::SIGINT);
+    assert_eq!(a.exit(SHORT).await, 0);
+    wait_holder_code(&ep, &name, 1, SHORT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_snapshot_then_acquired_and_released() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("watch");
+    let (mut a, key_a, _) = hold(&ep, &name, &["--value", "w-A"]).await;
+
+    let mut text = Proc::spawn(locker(&ep, &["watch", &name]));
+    let mut json = Proc::spawn(locker(&ep, &["watch", "--json", &name]));
+    let snap = text
+        .line("snapshot", SHORT, |l| l.starts_with("snapshot "))
+        .await;
+    assert!(snap.contains(" held ") && snap.contains(&key_a), "{snap}");
+    let snap = json
+        .line("snapshot", SHORT, |l| l.contains("\"event\":\"snapshot\""))
+        .await;
+    assert!(snap.contains(&format!("\"key\":\"{key_a}\"")), "{snap}");
+
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.exit(SHORT).await, 0);
+    text.line("released A", SHORT, |l| {
+        l.starts_with("released ") && l.contains(&key_a)
+    })
+    .await;
+
+    let r = run(
+        locker(&ep, &["lock", &name, "--value", "w-B", "--", "true"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let acquired = text
+        .line("acquired B", SHORT, |l| {
+            l.starts_with("acquired ") && l.contains(r#"value="w-B""#)
+        })
+        .await;
+    let key_b = acquired
+        .split(' ')
+        .find_map(|w| w.strip_prefix("key="))
+        .expect("a key")
+        .to_owned();
+    text.line("released B", SHORT, |l| {
+        l.starts_with("released ") && l.contains(&key_b)
+    })
+    .await;
+    json.line("acquired B", SHORT, |l| {
+        l.starts_with('{')
+            && l.contains("\"event\":\"acquired\"")
+            && l.contains("\"value\":\"w-B\"")
+    })
+    .await;
+    json.line("released B", SHORT, |l| {
+        l.contains("\"event\":\"released\"") && l.contains(&key_b)
+    })
+    .await;
+
+    // Order: snapshot, released A, acquired B, released B.
+    let lines = text.stdout();
+    let kinds: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["snapshot", "released", "acquired", "released"],
+        "{lines:?}"
+    );
+
+    text.signal(libc::SIGTERM);
+    json.signal(libc::SIGINT);
+    assert_eq!(text.exit(SHORT).await, 0);
+    assert_eq!(json.exit(SHORT).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("sigterm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("marker");
+    let script = trap_term(&format!("echo term > {}", marker.display()));
+    let mut p = Proc::spawn(locker(&ep, &["lock", &name, "--", "sh", "-c", &script]));
+    p.line("ready", SHORT, |l| l == "ready").await;
+    assert_eq!(run(locker(&ep, &["holder", &name]), SHORT).await.code, 0);
+
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.exit(SHORT).await, 0, "stderr: {}", p.stderr());
+    assert_eq!(
+        std::fs::read_to_string(&marker).expect("the command's TERM trap ran"),
+        "term\n"
+    );
+    wait_holder_code(&ep, &name, 1, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_timeout_exits_124_and_leaves_nothing_queued() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("timeout");
+    let (mut a, key_a, _) = hold(&ep, &name, &["--value", "first"]).await;
+
+    let started = Instant::now();
+    let r = run(
+        locker(
+            &ep,
+            &["lock", &name, "--timeout", "1s", "--", "echo", "ran"],
+        ),
+        SHORT,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(r.code, 124, "{r:?}");
+    assert_one_error_line(&r);
+    assert!(!r.stdout.contains("ran"), "{r:?}");
+    assert!(took >= Duration::from_secs(1), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(8), "gave up only after {took:?}");
+
+    // Nothing queued: only the holder's key, and it is still the holder.
+    assert_eq!(keys_under(&ep, &name).await, vec![key_a.clone()]);
+    let r = run(locker(&ep, &["holder", &name]), SHORT).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&key_a) && r.stdout.contains("\"first\""),
+        "{r:?}"
+    );
+
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.exit(SHORT).await, 0);
+    wait_holder_code(&ep, &name, 1, Duration::from_secs(5)).await;
+    assert!(keys_under(&ep, &name).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_lock_terminates_the_command_and_exits_78() {
+    let etcd = etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let name = unique("lost");
+    let script = trap_term("echo got-term");
+    let mut p = Proc::spawn(locker(
+        &proxy.url(),
+        &[
+            "lock",
+            &name,
+            "--ttl",
+            "2",
+            "--kill-after",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    ));
+    p.line("ready", SHORT, |l| l == "ready").await;
+
+    proxy.set_mode(ProxyMode::Blackhole);
+    let cut = Instant::now();
+    let code = p.exit(Duration::from_secs(15)).await;
+    let took = cut.elapsed();
+    assert_eq!(code, 78, "stderr: {}", p.stderr());
+    assert!(
+        took < Duration::from_secs(2 + 6),
+        "locker took {took:?} to give up a lock with a 2 s TTL"
+    );
+    p.line("got-term", SHORT, |l| l == "got-term").await;
+    let stderr = p.stderr();
+    assert!(stderr.contains("lock lost"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // On etcd's side the lease expires by itself.
+    wait_holder_code(&etcd.endpoint(0), &name, 1, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_log_prints_one_line_per_wire_call() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("wire");
+    let r = run(
+        locker(&ep, &["--wire-log", "lock", &name, "--", "echo", "done"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "done\n");
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(!lines.is_empty(), "{r:?}");
+    for l in &lines {
+        assert!(l.starts_with("wire "), "not a wire line: {l:?}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("/etcdserverpb.KV/Txn")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/etcdserverpb.Lease/LeaseGrant")),
+        "{lines:?}"
+    );
+
+    // Without the flag, nothing on stderr.
+    let r = run(locker(&ep, &["lock", &name, "--", "true"]), SHORT).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stderr, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_with_one_line() {
+    // Nothing listens there: every one of these must fail before connecting.
+    let ep = format!("http://127.0.0.3:{}", closed_port());
+    let cases: &[&[&str]] = &[
+        &["lock", ""],
+        &["holder", ""],
+        &["lock", "x", "--ttl", "0"],
+        &["lock", "x", "--timeout", "5x"],
+        &["lock", "x", "--timeout", "1.5s"],
+        &["lock", "x", "--kill-after", "soon"],
+        &["--connect-timeout", "0", "holder", "x"],
+        &["try", "x", "--conflict-exit-code", "300"],
+        &["lock", "x", "--no-such-option"],
+        &["--endpoints", "ftp://127.0.0.1:2379", "holder", "x"],
+        &["--endpoints", "127.0.0.1", "holder", "x"],
+        &["--cacert", "/nonexistent/ca.pem", "holder", "x"],
+        &[
+            "--cert",
+            "/nonexistent/c.pem",
+            "--key",
+            "/nonexistent/k.pem",
+            "holder",
+            "x",
+        ],
+        &["--user", "bob", "holder", "x"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let r = run(locker(&ep, args), SHORT).await;
+        assert_eq!(r.code, 2, "locker {args:?}: {r:?}");
+        assert_one_error_line(&r);
+    }
+    let r = run(locker(&ep, &["--cacert", "/x", "holder", "x"]), SHORT).await;
+    assert!(r.stderr.contains("/x"), "{r:?}");
+    let r = run(locker(&ep, &["--cert", "/x", "holder", "x"]), SHORT).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--key"), "{r:?}");
+
+    // The help documents the exit codes.
+    for args in [&["--help"][..], &["lock", "--help"], &["try", "--help"]] {
+        let r = run(locker(&ep, args), SHORT).await;
+        assert_eq!(r.code, 0, "{r:?}");
+        for code in ["69", "75", "77", "78", "124", "128+N"] {
+            assert!(
+                r.stdout.contains(code),
+                "help lacks exit code {code}: {r:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_exits_69_with_one_line() {
+    let port = closed_port();
+    let ep = format!("http://127.0.0.3:{port}");
+    for args in [
+        &["holder", "x"][..],
+        &["lock", "x", "--", "true"],
+        &["try", "x"],
+        &["watch", "x"],
+    ] {
+        let r = run(
+            locker(&ep, &[&["--connect-timeout", "1s"][..], args].concat()),
+            SHORT,
+        )
+        .await;
+        assert_eq!(r.code, 69, "locker {args:?}: {r:?}");
+        assert_one_error_line(&r);
+        assert!(r.stderr.contains(&port.to_string()), "{r:?}");
+        assert_eq!(r.stdout, "");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_exits_75_while_etcdctl_holds_the_lock() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("etcdctl-holds");
+    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name]));
+    let key = ctl
+        .line("etcdctl's key", SHORT, |l| {
+            l.starts_with(&format!("{name}/"))
+        })
+        .await;
+
+    let r = run(locker(&ep, &["try", &name, "--", "true"]), SHORT).await;
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stderr.contains(&key), "{r:?}");
+    let r = run(locker(&ep, &["holder", &name]), SHORT).await;
+    assert!(r.stdout.contains(&format!("key={key} ")), "{r:?}");
+
+    // etcdctl unlocks on SIGINT.
+    ctl.signal(libc::SIGINT);
+    ctl.exit(SHORT).await;
+    let r = run(locker(&ep, &["try", &name, "--", "true"]), SHORT).await;
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_waits_while_locker_holds_the_lock() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("locker-holds");
+    let (mut held, key, _) = hold(&ep, &name, &[]).await;
+
+    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name, "--", "echo", "x"]));
+    // etcdctl has queued behind locker's key...
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let keys = keys_under(&ep, &name).await;
+        if keys.len() == 2 {
+            assert_eq!(keys.iter().filter(|k| **k == key).count(), 1, "{keys:?}");
+            break;
+        }
+        assert!(
+            !ctl.has_exited(),
+            "etcdctl finished while locker held the lock: {:?}",
+            ctl.stdout()
+        );
+        assert!(Instant::now() < deadline, "etcdctl never queued: {keys:?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+    // ...and does not run its command while locker holds the lock.
+    sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ctl.has_exited(),
+        "etcdctl finished while locker held the lock"
+    );
+    assert!(ctl.stdout().is_empty(), "{:?}", ctl.stdout());
+
+    held.signal(libc::SIGTERM);
+    assert_eq!(held.exit(SHORT).await, 0);
+    assert_eq!(ctl.exit(SHORT).await, 0, "stderr: {}", ctl.stderr());
+    assert!(ctl.stdout().iter().any(|l| l == "x"), "{:?}", ctl.stdout());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_reach_a_mutual_tls_cluster() {
+    let certs = locker::testing::TestCerts::generate().expect("certificates");
+    let etcd = locker::testing::EtcdBuilder::new(1)
+        .client_tls(certs.server_cert(), certs.server_key(), Some(certs.ca()))
+        .start()
+        .await
+        .expect("TLS etcd");
+    let ep = etcd.endpoint(0);
+    let (ca, cert, key) = (certs.ca(), certs.client_cert(), certs.client_key());
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let r = run(
+        locker(
+            &ep,
+            &[
+                "--cacert", ca, "--cert", cert, "--key", key, "try", "tls/cli", "--", "true",
+            ],
+        ),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    // Without the client certificate the server refuses: a connection failure.
+    let r = run(locker(&ep, &["--cacert", ca, "holder", "tls/cli"]), SHORT).await;
+    assert_eq!(r.code, 69, "{r:?}");
+    assert_one_error_line(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_flag_authenticates_and_a_wrong_password_exits_77() {
+    let etcd = etcd().await;
+    etcd.enable_auth("carol", "carolpw", "jobs/").expect("auth");
+    let ep = etcd.endpoints().join(",");
+    let r = run(
+        locker(
+            &ep,
+            &["--user", "carol:carolpw", "try", "jobs/cli", "--", "true"],
+        ),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut cmd = locker(&ep, &["--user", "carol", "holder", "jobs/cli"]);
+    cmd.env("LOCKER_PASSWORD", "carolpw");
+    let r = run(cmd, SHORT).await;
+    assert_eq!(r.code, 1, "free: {r:?}");
+    let r = run(
+        locker(&ep, &["--user", "carol:nope", "holder", "jobs/cli"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 77, "{r:?}");
+    assert!(!r.stderr.contains("nope"), "the password leaked: {r:?}");
+    let r = run(
+        locker(
+            &ep,
+            &["--user", "carol:carolpw", "try", "other/cli", "--", "true"],
+        ),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 77, "no permission outside jobs/: {r:?}");
+}
