@@ -10,9 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
 
-/// A loopback port with nothing listening.
+/// A loopback port with nothing listening, on an address no test server
+/// uses (they all listen on 127.0.0.1), so no other test can take it.
 fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
     addr.to_string()

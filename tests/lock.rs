@@ -1555,8 +1555,10 @@ async fn malformed_endpoints_are_refused() {
 /// timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_is_unreachable_quickly() {
+    // An address no test server listens on (they all use 127.0.0.1), so the
+    // freed port cannot be taken by another test meanwhile.
     let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
     let connect_timeout = Duration::from_secs(1);
@@ -1565,7 +1567,7 @@ async fn a_closed_port_is_unreachable_quickly() {
         "connect to a closed port",
         WAIT,
         Client::builder()
-            .endpoints([format!("127.0.0.1:{port}")])
+            .endpoints([format!("127.0.0.3:{port}")])
             .connect_timeout(connect_timeout)
             .request_timeout(connect_timeout)
             .connect(),
