@@ -298,7 +298,6 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             Err(e) => return Err(e),
         };
         backoff = Duration::from_millis(50);
-        let read_rev = Revision(resp.header.as_ref().map_or(0, |h| h.revision));
         let still_mine = range_resp(&resp, 1)?
             .kvs
             .first()
@@ -324,14 +323,7 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             .kvs
             .first()
             .is_some_and(|o| o.create_revision == pred.create_revision);
-        match wait_deleted(
-            &s.client,
-            &pred.key,
-            Revision(pred.create_revision),
-            read_rev,
-        )
-        .await
-        {
+        match wait_deleted(&s.client, &pred.key, Revision(pred.create_revision)).await {
             Ok(Some(gone_at)) if pred_is_holder => {
                 // My own key must still have existed then (a lease revoked
                 // behind my back shows here); one serializable read.

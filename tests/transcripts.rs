@@ -260,6 +260,7 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
             wait_txn("t/a", w.key(), w.fencing_token().0),
             "open /etcdserverpb.Watch/Watch".to_owned(),
             format!("send /etcdserverpb.Watch/Watch watch create \"{key}\""),
+            format!("call /etcdserverpb.KV/Range range \"{key}\" serializable"),
             format!(
                 "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",
                 w.key()
