@@ -963,6 +963,14 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
                 message: msg.to_owned(),
             })
         }
+        Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange => {
+            Failure::Fatal(Error::Etcd {
+                endpoint: endpoint.to_owned(),
+                path,
+                code: format!("{:?}", status.code()),
+                message: msg.to_owned(),
+            })
+        }
         Code::PermissionDenied => Failure::Fatal(Error::PermissionDenied {
             endpoint: endpoint.to_owned(),
             path,
@@ -1112,9 +1120,15 @@ impl Client {
     /// Cancel safe (a read).
     pub async fn get_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<(Vec<KeyValue>, Revision)> {
         let prefix = prefix.as_ref();
+        // etcd's way to say "every key": from "\0" to "\0".
+        let key = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.to_vec()
+        };
         let resp = self
             .range(pb::RangeRequest {
-                key: prefix.to_vec(),
+                key,
                 range_end: prefix_end(prefix),
                 ..Default::default()
             })
@@ -1166,6 +1180,7 @@ impl Client {
                 KvClient::new(ch).delete_range(r).await
             })
             .await?;
+        header(paths::DELETE_RANGE, resp.header)?;
         Ok(resp.deleted)
     }
 
@@ -1227,7 +1242,7 @@ impl Client {
             )
             .await;
         match r {
-            Ok(_) => Ok(true),
+            Ok(resp) => header(paths::LEASE_REVOKE, resp.header).map(|_| true),
             Err(Error::Etcd { message, .. }) if message.contains("lease not found") => Ok(false),
             Err(e) => Err(e),
         }
@@ -1253,14 +1268,18 @@ impl Client {
                 |ch, r| async move { LeaseClient::new(ch).lease_time_to_live(r).await },
             )
             .await?;
+        header(paths::LEASE_TTL, resp.header)?;
         Ok((resp.ttl >= 0).then(|| Duration::from_secs(resp.ttl as u64)))
     }
 
     pub(crate) async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
-        self.unary(paths::RANGE, Retry::Safe, req, |ch, r| async move {
-            KvClient::new(ch).range(r).await
-        })
-        .await
+        let resp = self
+            .unary(paths::RANGE, Retry::Safe, req, |ch, r| async move {
+                KvClient::new(ch).range(r).await
+            })
+            .await?;
+        header(paths::RANGE, resp.header)?;
+        Ok(resp)
     }
 
     pub(crate) async fn txn(&self, retry: Retry, req: pb::TxnRequest) -> Result<pb::TxnResponse> {

@@ -182,7 +182,7 @@ impl fmt::Display for Error {
                 write!(f, "invalid endpoint {endpoint:?}: {reason}")
             }
             Error::Unreachable { attempts } => {
-                write!(f, "no etcd endpoint answered: ")?;
+                write!(f, "no etcd endpoint gave a usable answer: ")?;
                 for (i, (ep, why)) in attempts.iter().enumerate() {
                     if i > 0 {
                         write!(f, "; ")?;

@@ -52,8 +52,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// Longest lock name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 4096;
 
-/// Largest holder value accepted, in bytes (etcd refuses requests over 1.5 MiB).
-pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+/// Largest holder value accepted, in bytes. etcd refuses requests over
+/// 1.5 MiB by default, and the acquire transaction carries the value twice
+/// (in its fast path and in its queueing branch).
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
 
 /// The default value stored in a holder's key: `host:pid`, read from
 /// `/proc/sys/kernel/hostname` (or `$HOSTNAME`), so others can see who
@@ -192,7 +194,13 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         failure,
     };
     // Safe to resend: a second try finds my key and reads it back.
-    let resp = s.client.txn(Retry::Safe, req).await?;
+    let resp = match s.client.txn(Retry::Safe, req).await {
+        Ok(r) => r,
+        Err(Error::Etcd { message, .. }) if message.contains("lease not found") => {
+            return Err(Error::LeaseExpired { lease: s.lease });
+        }
+        Err(e) => return Err(e),
+    };
     let rev = crate::client::header(crate::client::paths::TXN, resp.header)?.revision;
     if resp.succeeded {
         // The queue was empty: my key is the holder.
@@ -584,6 +592,18 @@ async fn delete_if_mine(client: &Client, key: &str, rev: Revision) -> Result<boo
     Ok(client.txn(Retry::Safe, req).await?.succeeded)
 }
 
+/// Deletes `key` whatever its create revision, without ever deleting a key
+/// created after this call started: the key is read, then deleted only if
+/// its create revision is the one read. (An unconditional delete could be
+/// resent or applied late, and hit the key of a later lock of the same
+/// name on the same lease.)
+async fn delete_queued(client: &Client, key: &str) -> Result<()> {
+    if let Some(kv) = client.get(key).await? {
+        delete_if_mine(client, key, kv.create_revision).await?;
+    }
+    Ok(())
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.done {
@@ -630,14 +650,16 @@ impl Drop for QueueCleanup {
             Release::RevokeLease => self.session.unreserve(&self.name),
             // A key on a shared session: delete it in the background. Its
             // create revision may be unknown (the transaction may have been
-            // in flight), so the delete is unconditional; later requests for
-            // the name on this session wait for it.
+            // in flight), so it is read first; later requests for the name
+            // on this session wait for the cleanup. A transaction that etcd
+            // applies only after the cleanup (it was cancelled in flight)
+            // leaves its key until the session ends.
             Release::DeleteKey => {
                 let client = self.session.client.clone();
                 let key = lock_key(&self.name, self.session.lease);
                 self.session
                     .clean_in_background(&self.name, None, async move {
-                        client.delete(key).await.is_ok()
+                        delete_queued(&client, &key).await.is_ok()
                     });
             }
         }
@@ -653,7 +675,7 @@ async fn remove_stale(session: &SessionInner, name: &str, stale: Option<StaleKey
     let key = lock_key(name, session.lease);
     let r = match rev {
         Some(rev) => delete_if_mine(&session.client, &key, rev).await.map(|_| ()),
-        None => session.client.delete(&key).await.map(|_| ()),
+        None => delete_queued(&session.client, &key).await,
     };
     if r.is_err() {
         session.mark_stale(name, rev);
@@ -836,7 +858,7 @@ impl LockRequest {
                     }
                     Release::DeleteKey => {
                         let key = lock_key(&self.spec.name, session.lease);
-                        match session.client.delete(key).await {
+                        match delete_queued(&session.client, &key).await {
                             Ok(_) => session.unreserve(&self.spec.name),
                             Err(_) => session.mark_stale(&self.spec.name, None),
                         }

@@ -811,16 +811,17 @@ async fn relocking_on_a_session_right_after_cancelling_a_pending_lock_stays_queu
     let mut pending = tokio::spawn(session.lock(name).into_future());
     wait_queued(&other, name, 2).await;
     for round in 0..10 {
-        let deletes = recorder.calls(paths::DELETE_RANGE);
+        let reads = recorder.calls(paths::RANGE);
         let txns = recorder.calls(paths::TXN);
         pending.abort();
         let joined = within("the aborted task", WAIT, pending).await;
         assert!(joined.is_err_and(|e| e.is_cancelled()));
         pending = tokio::spawn(session.lock(name).into_future());
-        // Wait for the cancelled request's cleanup and the new request's
-        // queue transaction.
+        // Wait for the cancelled request's cleanup (a read of its key, then
+        // a delete guarded by the key's create revision) and the new
+        // request's queue transaction.
         wait_until("the cleanup and the new request ran", WAIT, || async {
-            recorder.calls(paths::DELETE_RANGE) > deletes && recorder.calls(paths::TXN) > txns
+            recorder.calls(paths::RANGE) > reads && recorder.calls(paths::TXN) >= txns + 2
         })
         .await;
         let queued = queue_keys(&other, name).await;

@@ -1,0 +1,1938 @@
+//! Reliability under injected faults, checked against real etcd clusters.
+//!
+//! # The checker
+//!
+//! [`run_checker`] starts a 3-member cluster, gives each of 8 clients its
+//! own [`Client`] to all members (clients 0 and 1 through loopback
+//! [`Proxy`]s of their own, so their network can be cut or slowed), and has
+//! them take one lock over and over (TTL 3 s, request timeout 2 s, connect
+//! timeout 1 s). Inside the lock a client reads a counter key
+//! and writes counter + 1 with a write guarded by the lock
+//! ([`LockGuard::put`]), and records client, fencing token, times and outcome
+//! in a shared history. Even clients lock on a lease of their own, odd ones
+//! on a [`Session`]. Meanwhile a nemesis injects faults: kill -9 of a random
+//! member or of the leader (and restart), SIGSTOP of the leader for 3 s, a
+//! partition longer than the TTL, a cut of all connections, 50-200 ms of
+//! latency (the network faults hit a proxied client, inside its critical
+//! section when one gets there within 3 s). Each fault is healed before the
+//! next, after 1-2.5 s of quiet. At the end it verifies:
+//!
+//! - no lost update: the counter lies between the number of guarded writes
+//!   that committed and that number plus the writes whose outcome is unknown
+//!   (`Ambiguous` / `Timeout`), and every committed write, in fencing-token
+//!   order, wrote exactly one more than all writes before it that could have
+//!   been applied;
+//! - no overlap: each committed critical section, in token order, began after
+//!   the previous committed one sent its write; tokens are unique and grow in
+//!   real-time acquisition order;
+//! - nothing hangs: every lock, read, write and release ends (success or a
+//!   typed error) within [`OP_BOUND`];
+//! - no false holder: a guard whose lost signal fired never has a write
+//!   accepted, and a release never reports success for a lock that etcd or
+//!   the lost signal said was lost.
+//!
+//! The bounded run is [`checker_under_random_faults`] (60 s, and on until at
+//! least 2,000 acquisitions, 150 s at most). It prints one summary line:
+//!
+//! ```text
+//! chaos: acquisitions=.. faults=cut:..,delay:..,kill:..,kill_leader:..,partition:..,stop:.. violations=0 max_stall_ms=.. etcd_anomalies=..
+//! ```
+//!
+//! `etcd_anomalies` counts leases that etcd itself revoked although their
+//! holders kept them alive, right after a frozen leader was continued: a
+//! bug of etcd 3.4.23 (etcd issue 15247, fixed in 3.4.28), told apart from
+//! a violation by locker as `Shared::gone_while_alive` explains.
+//!
+//! # The soak
+//!
+//! The same checker for longer (default 600 s):
+//!
+//! ```text
+//! LOCKER_SOAK_SECS=600 cargo test --release --features testing --test chaos -- --ignored soak --nocapture
+//! ```
+//!
+//! `LOCKER_CHAOS_SEED=<u64>` replays the nemesis's random choices (the seed
+//! is printed; the timing of the clients is not replayed).
+//!
+//! # Focused faults
+//!
+//! One test per fault, each with its own cluster: leader kill while a lock is
+//! held and waiters queue; SIGSTOP of the leader; a client cut off for longer
+//! than the TTL; the whole cluster stopped and restarted; an acquire whose
+//! answer is dropped; a slow network. Every wait has a deadline.
+//!
+//! One more, ignored until the library is fixed, reproduces a bug:
+//! `late_cleanup_of_a_failed_lock_spares_the_next_one` (a delayed clean-up
+//! delete of a failed session lock removes the key of the session's next
+//! lock on that name).
+//!
+//! Run with `cargo test --features testing --test chaos` (add `-- --nocapture`
+//! to see the figures).
+#![cfg(feature = "testing")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use locker::testing::{Etcd, Proxy, ProxyMode};
+use locker::wire::etcdserverpb as pb;
+use locker::{Client, Error, LeaseId, LockGuard, Session};
+use tokio::time::{Instant, timeout};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// The longest any single lock operation (lock, read, write, release) may
+/// take before it counts as a hang.
+const OP_BOUND: Duration = Duration::from_secs(20);
+
+/// The acquire timeout given to every lock request of the checker.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a test waits for something that should happen promptly.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Timeouts of every client under test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Awaits `fut`, failing the test if it has no outcome within `limit`.
+async fn within<F: IntoFuture>(what: &str, limit: Duration, fut: F) -> F::Output {
+    match timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no outcome within {limit:?}"),
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `limit`.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(true) = timeout(left, cond()).await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client with its own connections to `endpoints` and the short timeouts
+/// of the fault tests.
+async fn connect(endpoints: Vec<String>) -> Client {
+    let builder = Client::builder()
+        .endpoints(endpoints)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .request_timeout(REQUEST_TIMEOUT);
+    within("connect", WAIT, builder.connect())
+        .await
+        .expect("connect to etcd")
+}
+
+/// The client URLs of `etcd` with member `first` first, so that a client
+/// starts on that member.
+fn endpoints_first(etcd: &Etcd, first: usize) -> Vec<String> {
+    let mut eps = vec![etcd.endpoint(first)];
+    eps.extend(
+        (0..etcd.len())
+            .filter(|&i| i != first)
+            .map(|i| etcd.endpoint(i)),
+    );
+    eps
+}
+
+/// The keys under `prefix`, read directly from etcd (retrying through
+/// connectivity errors until `WAIT`).
+async fn keys_under(client: &Client, prefix: &str) -> Vec<locker::KeyValue> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match within("read a prefix", WAIT, client.get_prefix(prefix)).await {
+            Ok((mut kvs, _)) => {
+                kvs.sort_by_key(|kv| kv.create_revision);
+                return kvs;
+            }
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("read {prefix}: {e}"),
+        }
+    }
+}
+
+/// A guarded write retried through connectivity errors (the value is fixed,
+/// so a repeat is harmless) until it succeeds or `limit` passes.
+async fn guarded_put_retrying(guard: &LockGuard, key: &str, value: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match within("a guarded write", OP_BOUND, guard.put(key, value)).await {
+            Ok(_) => return,
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {
+                eprintln!("guarded write by {}: {e}", guard.key());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("guarded write by {} failed: {e:?}", guard.key()),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// A small deterministic random generator (xorshift64*), so a nemesis
+/// schedule can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("LOCKER_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            });
+        Rng(seed | 1)
+    }
+
+    fn seed(&self) -> u64 {
+        self.0
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The checker
+// ---------------------------------------------------------------------------
+
+/// Clients 0 and 1 (one on its own leases, one on a session) reach etcd
+/// through proxies, which the network faults aim at; the others connect
+/// directly (proxies cost CPU on a small machine).
+const PROXIED: usize = 2;
+
+/// Whether a session client keeps its session after a lock failed. Off
+/// while the late clean-up bug stands (see
+/// `late_cleanup_of_a_failed_lock_spares_the_next_one`): a delayed copy of
+/// the failed lock's clean-up delete can remove the key of the session's
+/// next lock on the same name.
+const REUSE_SESSION_AFTER_FAILED_LOCK: bool = false;
+const LOCK: &str = "chaos/lock";
+const COUNTER: &str = "chaos/counter";
+
+/// What the nemesis does during a checker run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nemesis {
+    /// Faults of every kind, one after the other, with quiet gaps.
+    Random,
+    /// One SIGSTOP of the leader for 3 s, after 2 s of quiet.
+    PauseLeaderOnce,
+    /// No faults.
+    Quiet,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    members: usize,
+    clients: usize,
+    /// Run at least this long...
+    min_run: Duration,
+    /// ... and on until this many acquisitions ...
+    target: usize,
+    /// ... but never longer than this.
+    max_run: Duration,
+    ttl: Duration,
+    nemesis: Nemesis,
+    /// How many of the clients reach etcd through proxies of their own (the
+    /// others connect directly, which costs less CPU).
+    proxied: usize,
+    /// Latency range (ms) of every proxy, if the network is slow.
+    delay_ms: Option<(u64, u64)>,
+}
+
+/// How one critical section ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The guarded write of this value committed.
+    Committed(i64),
+    /// The guarded write of this value may or may not have been applied.
+    Unknown(i64),
+    /// etcd (or the guard, locally) refused the write: the lock was lost.
+    Refused,
+    /// The lost signal fired before the write; nothing was written.
+    LostBeforeWrite,
+    /// The counter could not be read; nothing was written.
+    NoRead,
+    /// The write failed in a way that says it was not applied.
+    NotApplied,
+}
+
+#[derive(Clone, Debug)]
+struct Record {
+    client: usize,
+    lease: LeaseId,
+    token: i64,
+    /// Times since the start of the run.
+    called_at: Duration,
+    acquired_at: Duration,
+    write_sent_at: Option<Duration>,
+    end_at: Duration,
+    outcome: Outcome,
+}
+
+struct Shared {
+    t0: Instant,
+    stop: AtomicBool,
+    history: Mutex<Vec<Record>>,
+    violations: Mutex<Vec<String>>,
+    acquisitions: AtomicUsize,
+    max_stall_ms: AtomicU64,
+    /// Errors seen, by operation and variant.
+    errors: Mutex<BTreeMap<String, usize>>,
+    /// Per client: inside its critical section (so the nemesis can aim at
+    /// the holder).
+    holding: Vec<AtomicBool>,
+    /// Per client: its last wire records, printed for the clients that
+    /// committed a violation.
+    wire: Arc<Vec<WireLog>>,
+    suspects: Mutex<std::collections::BTreeSet<usize>>,
+    /// When the nemesis froze the leader: (SIGSTOP, SIGCONT) times.
+    pauses: Mutex<Vec<(Duration, Option<Duration>)>>,
+    /// Leases etcd revoked although their holders kept them alive, right
+    /// after a frozen leader was continued: etcd 3.4.23's own bug (see
+    /// [`Shared::gone_while_alive`]), not a violation by locker.
+    etcd_anomalies: Mutex<Vec<String>>,
+}
+
+/// The last [`WIRE_LOG_LEN`] wire records of one client, with the time since
+/// the start of the run.
+#[derive(Default)]
+struct WireLog(Mutex<std::collections::VecDeque<(Duration, locker::WireRecord)>>);
+
+const WIRE_LOG_LEN: usize = 300;
+
+impl Shared {
+    fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    fn violation(&self, what: String) {
+        eprintln!("VIOLATION at {:?}: {what}", self.now());
+        self.violations.lock().unwrap().push(what);
+    }
+
+    /// A violation by client `c`: its recent wire calls are printed at the end.
+    fn violation_by(&self, c: usize, what: String) {
+        self.suspects.lock().unwrap().insert(c);
+        self.violation(format!("client {c}: {what}"));
+    }
+
+    /// etcd said a key or lease of client `c` is gone while its lease is
+    /// known alive (its local deadline, from an answered keepalive, is in
+    /// the future). The lost signal would then be late.
+    ///
+    /// One cause is etcd's, not locker's: a leader frozen by SIGSTOP and
+    /// continued still believes it leads, finds every lease expired by its
+    /// clock and has them revoked (etcd issue 15247, fixed by "ignore old
+    /// leader's leases revoking request" in etcd 3.4.28 and 3.5.11; the
+    /// machines here run 3.4.23). That is accepted, and counted, only when
+    /// the lease itself is gone and the nemesis continued a frozen leader
+    /// shortly before. A key gone while its lease lives is a violation.
+    async fn gone_while_alive(&self, c: usize, client: &Client, lease: LeaseId, what: &str) {
+        let now = self.now();
+        let after_pause = self.pauses.lock().unwrap().iter().any(|&(stop, cont)| {
+            now >= stop && cont.is_none_or(|cont| now <= cont + Duration::from_secs(10))
+        });
+        let lease_left = timeout(OP_BOUND, client.lease_time_to_live(lease)).await;
+        match lease_left {
+            Ok(Ok(None)) if after_pause => {
+                let note = format!(
+                    "client {c} at {now:?}: etcd revoked lease {lease} that was kept alive, after a frozen leader was continued ({what})"
+                );
+                eprintln!("etcd anomaly: {note}");
+                self.etcd_anomalies.lock().unwrap().push(note);
+            }
+            Ok(Ok(None)) => self.violation_by(
+                c,
+                format!("etcd revoked lease {lease} while it was known alive ({what})"),
+            ),
+            Ok(Ok(Some(left))) => self.violation_by(
+                c,
+                format!("the key of lease {lease} is gone though the lease lives ({left:?} left): {what}"),
+            ),
+            Ok(Err(e)) => self.violation_by(
+                c,
+                format!("a key or lease is gone while known alive ({what}); the lease could not be read: {e}"),
+            ),
+            Err(_) => self.violation_by(
+                c,
+                format!("a key or lease is gone while known alive ({what}); reading the lease hung"),
+            ),
+        }
+    }
+
+    fn error(&self, op: &str, e: &Error) {
+        let variant = format!("{e:?}");
+        let variant = variant
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut errors = self.errors.lock().unwrap();
+        let seen = errors.entry(format!("{op}:{variant}")).or_default();
+        if *seen == 0 {
+            eprintln!("checker: first {op}:{variant} error: {e}");
+        }
+        *seen += 1;
+    }
+
+    fn stall(&self, d: Duration) {
+        self.max_stall_ms.fetch_max(ms(d), Ordering::Relaxed);
+    }
+
+    /// Runs one operation of client `c` bounded by [`OP_BOUND`]; a hang is
+    /// a violation (and gives `None`).
+    async fn bounded<F: IntoFuture>(&self, c: usize, what: &str, fut: F) -> Option<F::Output> {
+        let started = Instant::now();
+        let out = timeout(OP_BOUND, fut).await;
+        self.stall(started.elapsed());
+        if out.is_err() {
+            self.violation_by(c, format!("{what} had no outcome within {OP_BOUND:?}"));
+        }
+        out.ok()
+    }
+}
+
+/// The figures of a checker run.
+#[derive(Debug, Default)]
+struct Report {
+    acquisitions: usize,
+    faults: BTreeMap<&'static str, usize>,
+    violations: Vec<String>,
+    max_stall_ms: u64,
+    committed: usize,
+    unknown: usize,
+    refused: usize,
+    lost_before_write: usize,
+    counter: i64,
+    run: Duration,
+    /// Acquisitions that happened after the nemesis healed its last fault.
+    after_last_fault: usize,
+    /// How soon after that heal the first of them happened.
+    first_after_heal: Option<Duration>,
+    /// Leases revoked by etcd's own bug after a frozen leader came back.
+    etcd_anomalies: usize,
+}
+
+fn parse_counter(kv: Option<locker::KeyValue>) -> Option<i64> {
+    match kv {
+        None => Some(0),
+        Some(kv) => std::str::from_utf8(&kv.value).ok()?.parse().ok(),
+    }
+}
+
+/// One client of the checker: lock, read, guarded write, release, again.
+async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
+    let on_session = c % 2 == 1;
+    let mut session: Option<Session> = None;
+    let mut last_success = Instant::now();
+    let pause = || tokio::time::sleep(Duration::from_millis(100));
+    while !shared.stop.load(Ordering::Relaxed) {
+        if on_session && session.as_ref().is_none_or(|s| s.lost_reason().is_some()) {
+            session = None;
+            match shared
+                .bounded(c, "opening a session", client.session(cfg.ttl))
+                .await
+            {
+                Some(Ok(s)) => session = Some(s),
+                Some(Err(e)) => {
+                    shared.error("session", &e);
+                    pause().await;
+                    continue;
+                }
+                None => continue,
+            }
+        }
+        let request = match &session {
+            Some(s) => s.lock(LOCK),
+            None => client.lock(LOCK).ttl(cfg.ttl),
+        }
+        .value(format!("client-{c}"))
+        .timeout(LOCK_TIMEOUT);
+        let called_at = shared.now();
+        let guard = match shared.bounded(c, "lock", request).await {
+            Some(Ok(g)) => g,
+            Some(Err(e)) => {
+                shared.error("lock", &e);
+                // etcd saying the session's lease or key is gone while the
+                // lease is still known alive would make the lost signal late.
+                let gone = matches!(&e, Error::LockLost { .. })
+                    || matches!(&e, Error::Etcd { message, .. } if message.contains("lease not found"));
+                if let (true, Some(s)) = (gone, &session) {
+                    if s.deadline().is_some_and(|d| d > std::time::Instant::now()) {
+                        shared
+                            .gone_while_alive(c, &client, s.lease(), &format!("lock: {e}"))
+                            .await;
+                    }
+                }
+                if !REUSE_SESSION_AFTER_FAILED_LOCK {
+                    session = None;
+                }
+                if !e.is_lost() && !matches!(e, Error::AcquireTimeout { .. }) {
+                    pause().await;
+                }
+                continue;
+            }
+            None => continue,
+        };
+        let acquired_at = shared.now();
+        shared.holding[c].store(true, Ordering::Relaxed);
+        shared.acquisitions.fetch_add(1, Ordering::Relaxed);
+        shared.stall(last_success.elapsed());
+        last_success = Instant::now();
+
+        let mut record = Record {
+            client: c,
+            lease: guard.lease(),
+            token: guard.fencing_token().0,
+            called_at,
+            acquired_at,
+            write_sent_at: None,
+            end_at: acquired_at,
+            outcome: Outcome::NoRead,
+        };
+        // The critical section: read the counter, write counter + 1 under
+        // the lock.
+        let read = shared
+            .bounded(c, "reading the counter", client.get(COUNTER))
+            .await;
+        match read {
+            Some(Ok(kv)) => match parse_counter(kv) {
+                Some(n) => {
+                    let value = (n + 1).to_string();
+                    if guard.is_lost() {
+                        // A careful user stops here; try the write anyway:
+                        // it must be refused.
+                        record.outcome = Outcome::LostBeforeWrite;
+                        let write = shared
+                            .bounded(c, "a write after the loss", guard.put(COUNTER, &value))
+                            .await;
+                        match write {
+                            Some(Ok(_)) => {
+                                shared.violation_by(c, format!("a guarded write was accepted after the lost signal fired (token {})",
+                                    record.token
+                                ));
+                                record.outcome = Outcome::Unknown(n + 1);
+                            }
+                            Some(Err(e)) if e.is_lost() => {}
+                            Some(Err(e)) => shared.violation_by(
+                                c,
+                                format!("a write after the loss failed without saying so: {e}"),
+                            ),
+                            None => record.outcome = Outcome::Unknown(n + 1),
+                        }
+                    } else {
+                        record.write_sent_at = Some(shared.now());
+                        let write = shared
+                            .bounded(c, "a guarded write", guard.put(COUNTER, &value))
+                            .await;
+                        record.outcome = match write {
+                            Some(Ok(_)) => Outcome::Committed(n + 1),
+                            Some(Err(e)) => {
+                                shared.error("write", &e);
+                                if matches!(e, Error::LockLost { .. })
+                                    && guard
+                                        .deadline()
+                                        .is_some_and(|d| d > std::time::Instant::now())
+                                {
+                                    let what =
+                                        format!("guarded write (token {}): {e}", record.token);
+                                    shared
+                                        .gone_while_alive(c, &client, guard.lease(), &what)
+                                        .await;
+                                }
+                                match e {
+                                    Error::LockLost { .. } | Error::LeaseExpired { .. } => {
+                                        Outcome::Refused
+                                    }
+                                    Error::Unreachable { .. } => Outcome::NotApplied,
+                                    _ => Outcome::Unknown(n + 1),
+                                }
+                            }
+                            None => Outcome::Unknown(n + 1),
+                        };
+                    }
+                }
+                None => shared.violation_by(c, "the counter is not a number".to_owned()),
+            },
+            Some(Err(e)) => shared.error("read", &e),
+            None => {}
+        }
+        let lost_seen = matches!(record.outcome, Outcome::Refused | Outcome::LostBeforeWrite);
+        shared.holding[c].store(false, Ordering::Relaxed);
+        let released = shared.bounded(c, "release", guard.release()).await;
+        match released {
+            Some(Ok(())) if lost_seen => shared.violation_by(
+                c,
+                format!(
+                    "release reported success for a lock already lost (token {})",
+                    record.token
+                ),
+            ),
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                shared.error("release", &e);
+                if !e.is_lost() {
+                    // Not known to be released: start over on a fresh lease.
+                    session = None;
+                }
+            }
+            None => session = None,
+        }
+        record.end_at = shared.now();
+        shared.history.lock().unwrap().push(record);
+    }
+    if let Some(s) = session {
+        let _ = shared.bounded(c, "closing a session", s.close()).await;
+    }
+}
+
+/// The kinds of fault, in the order they are printed.
+const FAULT_KINDS: [&str; 6] = ["kill", "kill_leader", "stop", "partition", "cut", "delay"];
+
+/// Picks the proxied client to hit: the one inside its critical section
+/// if one gets there within 3 s, else any.
+async fn aim(shared: &Shared, proxied: usize, rng: &mut Rng) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(c) = (0..proxied).find(|&c| shared.holding[c].load(Ordering::Relaxed)) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    rng.below(proxied as u64) as usize
+}
+
+/// Injects faults until told to stop; every fault is healed before the
+/// next one starts and before it returns. Gives back the cluster, the count
+/// per kind and the time the last fault was healed.
+async fn nemesis(
+    mut etcd: Etcd,
+    proxies: Arc<Vec<Vec<Proxy>>>,
+    shared: Arc<Shared>,
+    cfg: Config,
+    mut rng: Rng,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Etcd, BTreeMap<&'static str, usize>, Instant) {
+    let mut counts: BTreeMap<&'static str, usize> = FAULT_KINDS.iter().map(|k| (*k, 0)).collect();
+    let mut healed_at = Instant::now();
+    let mut first = true;
+    let start = rng.below(FAULT_KINDS.len() as u64) as usize;
+    let mut round = 0;
+    loop {
+        let quiet = match cfg.nemesis {
+            Nemesis::Quiet => break,
+            Nemesis::PauseLeaderOnce if !first => break,
+            Nemesis::PauseLeaderOnce => Duration::from_secs(2),
+            Nemesis::Random => rng.ms(1000, 2500),
+        };
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(quiet) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        // Network faults need clients behind proxies.
+        let kinds = if proxies.is_empty() {
+            &FAULT_KINDS[..3]
+        } else {
+            &FAULT_KINDS[..]
+        };
+        // Every kind in turn, from a random start, so a short run still
+        // sees each of them.
+        let kind = match cfg.nemesis {
+            Nemesis::PauseLeaderOnce => "stop",
+            _ => kinds[(start + round) % kinds.len()],
+        };
+        round += 1;
+        match kind {
+            "kill" | "kill_leader" => {
+                let victim = if kind == "kill" {
+                    rng.below(etcd.len() as u64) as usize
+                } else {
+                    etcd.leader().await.expect("find the leader")
+                };
+                etcd.kill(victim);
+                tokio::time::sleep(rng.ms(500, 2500)).await;
+                etcd.restart(victim).await.expect("restart a killed member");
+            }
+            "stop" => {
+                let victim = etcd.leader().await.expect("find the leader");
+                shared.pauses.lock().unwrap().push((shared.now(), None));
+                etcd.pause(victim);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                etcd.resume(victim);
+                if let Some(p) = shared.pauses.lock().unwrap().last_mut() {
+                    p.1 = Some(shared.now());
+                }
+            }
+            "partition" => {
+                let c = aim(&shared, proxies.len(), &mut rng).await;
+                for p in &proxies[c] {
+                    p.set_mode(ProxyMode::Blackhole);
+                }
+                tokio::time::sleep(cfg.ttl + rng.ms(1000, 2000)).await;
+                for p in &proxies[c] {
+                    p.set_mode(ProxyMode::Pass);
+                }
+            }
+            "cut" => {
+                let c = aim(&shared, proxies.len(), &mut rng).await;
+                for p in &proxies[c] {
+                    p.cut();
+                }
+            }
+            _ => {
+                let c = rng.below(proxies.len() as u64) as usize;
+                for p in &proxies[c] {
+                    p.set_mode(ProxyMode::Delay(rng.ms(50, 200)));
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                for p in &proxies[c] {
+                    p.set_mode(ProxyMode::Pass);
+                }
+            }
+        }
+        *counts.entry(kind).or_default() += 1;
+        healed_at = Instant::now();
+    }
+    (etcd, counts, healed_at)
+}
+
+/// Runs the checker (see the module documentation) and returns its figures;
+/// the caller asserts on them.
+async fn run_checker(cfg: Config) -> Report {
+    let mut rng = Rng::from_env();
+    eprintln!("checker: {cfg:?}, seed {}", rng.seed());
+    let etcd = Etcd::cluster(cfg.members).await.expect("start etcd");
+    let mut proxies = Vec::new();
+    for _ in 0..cfg.proxied.min(cfg.clients) {
+        let mut mine = Vec::new();
+        for m in 0..etcd.len() {
+            let p = Proxy::start(etcd.client_addr(m)).await.expect("proxy");
+            if let Some((lo, hi)) = cfg.delay_ms {
+                p.set_mode(ProxyMode::Delay(rng.ms(lo, hi)));
+            }
+            mine.push(p);
+        }
+        proxies.push(mine);
+    }
+    // The first `proxied` clients reach every member through proxies of
+    // their own; the others connect directly.
+    let direct = connect(etcd.endpoints()).await;
+    let t0 = Instant::now();
+    let wire: Arc<Vec<WireLog>> = Arc::new((0..cfg.clients).map(|_| WireLog::default()).collect());
+    let mut clients = Vec::new();
+    for c in 0..cfg.clients {
+        let mut urls: Vec<String> = match proxies.get(c) {
+            Some(mine) => mine.iter().map(Proxy::url).collect(),
+            None => etcd.endpoints(),
+        };
+        // Spread the clients' first choice over the members.
+        urls.rotate_left(c % etcd.len());
+        let log = wire.clone();
+        let builder = Client::builder()
+            .endpoints(urls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .request_timeout(REQUEST_TIMEOUT)
+            .audit(move |r: &locker::WireRecord| {
+                let mut q = log[c].0.lock().unwrap();
+                if q.len() == WIRE_LOG_LEN {
+                    q.pop_front();
+                }
+                q.push_back((t0.elapsed(), r.clone()));
+            });
+        clients.push(
+            within("connect", WAIT, builder.connect())
+                .await
+                .expect("connect"),
+        );
+    }
+    let proxies = Arc::new(proxies);
+    let shared = Arc::new(Shared {
+        t0,
+        stop: AtomicBool::new(false),
+        history: Mutex::new(Vec::new()),
+        violations: Mutex::new(Vec::new()),
+        acquisitions: AtomicUsize::new(0),
+        max_stall_ms: AtomicU64::new(0),
+        errors: Mutex::new(BTreeMap::new()),
+        holding: (0..cfg.clients).map(|_| AtomicBool::new(false)).collect(),
+        wire,
+        suspects: Mutex::new(Default::default()),
+        pauses: Mutex::new(Vec::new()),
+        etcd_anomalies: Mutex::new(Vec::new()),
+    });
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| tokio::spawn(worker(c, client, cfg.clone(), shared.clone())))
+        .collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let nemesis_task = tokio::spawn(nemesis(
+        etcd,
+        proxies.clone(),
+        shared.clone(),
+        cfg.clone(),
+        rng,
+        stop_rx,
+    ));
+
+    // Run for at least `min_run`, on until `target` acquisitions, at most
+    // `max_run`.
+    loop {
+        let elapsed = shared.t0.elapsed();
+        let done = shared.acquisitions.load(Ordering::Relaxed);
+        if elapsed >= cfg.max_run || (elapsed >= cfg.min_run && done >= cfg.target) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stop the nemesis (it heals what it broke), then the clients.
+    stop_tx.send_replace(true);
+    let (etcd, faults, healed_at) =
+        within("the nemesis stops", Duration::from_secs(60), nemesis_task)
+            .await
+            .expect("the nemesis task panicked");
+    for p in proxies.iter().flatten() {
+        p.set_mode(ProxyMode::Pass);
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    // Each operation is bounded by OP_BOUND; an iteration has at most six.
+    for w in workers {
+        within("a checker client stops", OP_BOUND * 6, w)
+            .await
+            .expect("a checker client panicked");
+    }
+    let run = shared.t0.elapsed();
+    let history = shared.history.lock().unwrap().clone();
+    let healed = healed_at.duration_since(shared.t0);
+    let after_heal: Vec<Duration> = history
+        .iter()
+        .filter(|r| r.acquired_at > healed)
+        .map(|r| r.acquired_at - healed)
+        .collect();
+
+    // The counter, read directly from the healed cluster.
+    let counter = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match within("read the counter", WAIT, direct.get(COUNTER)).await {
+                Ok(kv) => break parse_counter(kv).expect("the counter is a number"),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("reading the counter: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("read the counter: {e}"),
+            }
+        }
+    };
+    drop(etcd);
+
+    let mut violations = shared.violations.lock().unwrap().clone();
+    violations.extend(check_history(&history, counter));
+    let count = |f: fn(&Outcome) -> bool| history.iter().filter(|r| f(&r.outcome)).count();
+    let report = Report {
+        acquisitions: shared.acquisitions.load(Ordering::Relaxed),
+        faults,
+        violations,
+        max_stall_ms: shared.max_stall_ms.load(Ordering::Relaxed),
+        committed: count(|o| matches!(o, Outcome::Committed(_))),
+        unknown: count(|o| matches!(o, Outcome::Unknown(_))),
+        refused: count(|o| matches!(o, Outcome::Refused)),
+        lost_before_write: count(|o| matches!(o, Outcome::LostBeforeWrite)),
+        counter,
+        run,
+        after_last_fault: after_heal.len(),
+        first_after_heal: after_heal.iter().min().copied(),
+        etcd_anomalies: shared.etcd_anomalies.lock().unwrap().len(),
+    };
+    let faults = report
+        .faults
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    eprintln!(
+        "checker figures: run {:.1} s, {} acquisitions ({:.1}/s), committed {}, unknown {}, refused {}, lost before write {}, no read {}, not applied {}, counter {}, {} after the last fault (first after {:?})",
+        run.as_secs_f64(),
+        report.acquisitions,
+        report.acquisitions as f64 / run.as_secs_f64(),
+        report.committed,
+        report.unknown,
+        report.refused,
+        report.lost_before_write,
+        count(|o| matches!(o, Outcome::NoRead)),
+        count(|o| matches!(o, Outcome::NotApplied)),
+        report.counter,
+        report.after_last_fault,
+        report.first_after_heal,
+    );
+    eprintln!("checker errors seen: {:?}", shared.errors.lock().unwrap());
+    for &c in shared.suspects.lock().unwrap().iter() {
+        eprintln!("checker: the last wire records of client {c}:");
+        for (at, r) in shared.wire[c].0.lock().unwrap().iter() {
+            eprintln!(
+                "  {at:>12.3?} {} {} {:?} {} -> {} [{}]",
+                r.endpoint, r.path, r.kind, r.request, r.response, r.status
+            );
+        }
+    }
+    eprintln!(
+        "chaos: acquisitions={} faults={faults} violations={} max_stall_ms={} etcd_anomalies={}",
+        report.acquisitions,
+        report.violations.len(),
+        report.max_stall_ms,
+        report.etcd_anomalies
+    );
+    report
+}
+
+/// The history checks that need the whole history and the final counter.
+fn check_history(history: &[Record], counter: i64) -> Vec<String> {
+    let mut v = Vec::new();
+    // Every granted key is distinct: a token is never granted twice.
+    let mut by_token: BTreeMap<i64, &Record> = BTreeMap::new();
+    for r in history {
+        if let Some(other) = by_token.insert(r.token, r) {
+            v.push(format!(
+                "token {} granted twice: to client {} (lease {}) and client {} (lease {})",
+                r.token, other.client, other.lease, r.client, r.lease
+            ));
+        }
+    }
+    // Tokens grow in real-time acquisition order: an acquisition that
+    // returned before another was requested has the smaller token.
+    let mut by_acquired: Vec<&Record> = history.iter().collect();
+    by_acquired.sort_by_key(|r| r.acquired_at);
+    let mut prefix_max = Vec::with_capacity(by_acquired.len());
+    let mut best: Option<&Record> = None;
+    for r in &by_acquired {
+        if best.is_none_or(|b| r.token > b.token) {
+            best = Some(r);
+        }
+        prefix_max.push(best);
+    }
+    for r in history {
+        let n = by_acquired.partition_point(|x| x.acquired_at < r.called_at);
+        if let Some(Some(earlier)) = n.checked_sub(1).map(|i| prefix_max[i]) {
+            if earlier.token >= r.token {
+                v.push(format!(
+                    "client {} acquired token {} (requested at {:?}) although client {} had already acquired the greater token {} (at {:?})",
+                    r.client, r.token, r.called_at, earlier.client, earlier.token, earlier.acquired_at
+                ));
+            }
+        }
+    }
+    // Committed writes in token order: each wrote one more than every write
+    // before it that may have been applied, and began after the previous
+    // committed write was sent.
+    let mut sorted: Vec<&Record> = history.iter().collect();
+    sorted.sort_by_key(|r| r.token);
+    let mut committed_before = 0i64;
+    let mut unknown_before = 0i64;
+    let mut last_sent: Option<(Duration, &Record)> = None;
+    let mut last_value = 0i64;
+    for r in &sorted {
+        match r.outcome {
+            Outcome::Committed(value) => {
+                let read = value - 1;
+                if read < committed_before || read > committed_before + unknown_before {
+                    v.push(format!(
+                        "lost update: client {} (token {}) read {read} but {committed_before} writes committed before it ({unknown_before} unknown)",
+                        r.client, r.token
+                    ));
+                }
+                if value <= last_value {
+                    v.push(format!(
+                        "client {} (token {}) wrote {value} after a smaller token wrote {last_value}",
+                        r.client, r.token
+                    ));
+                }
+                if let Some((sent, prev)) = last_sent {
+                    if r.acquired_at < sent {
+                        v.push(format!(
+                            "overlap: client {} (token {}) acquired at {:?}, before client {} (token {}) sent its committed write at {sent:?}",
+                            r.client, r.token, r.acquired_at, prev.client, prev.token
+                        ));
+                    }
+                }
+                committed_before += 1;
+                last_value = value;
+                if let Some(sent) = r.write_sent_at {
+                    if last_sent.is_none_or(|(s, _)| sent > s) {
+                        last_sent = Some((sent, r));
+                    }
+                }
+            }
+            Outcome::Unknown(_) => unknown_before += 1,
+            _ => {}
+        }
+    }
+    if counter < committed_before || counter > committed_before + unknown_before {
+        v.push(format!(
+            "lost update: the counter is {counter}, with {committed_before} committed writes and {unknown_before} unknown"
+        ));
+    }
+    if counter < last_value {
+        v.push(format!(
+            "the counter {counter} is below the last committed value {last_value}"
+        ));
+    }
+    v
+}
+
+fn assert_clean(report: &Report) {
+    assert!(
+        report.violations.is_empty(),
+        "{} violations: {:#?}",
+        report.violations.len(),
+        report.violations
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_under_random_faults() {
+    let report = run_checker(Config {
+        members: 3,
+        clients: 8,
+        min_run: Duration::from_secs(60),
+        target: 2000,
+        max_run: Duration::from_secs(150),
+        ttl: Duration::from_secs(3),
+        nemesis: Nemesis::Random,
+        proxied: PROXIED,
+        delay_ms: None,
+    })
+    .await;
+    assert_clean(&report);
+    assert!(
+        report.faults.values().sum::<usize>() >= 10,
+        "too few faults injected: {:?}",
+        report.faults
+    );
+    assert!(
+        report.acquisitions >= 2000,
+        "only {} acquisitions in {:?}",
+        report.acquisitions,
+        report.run
+    );
+    assert!(report.committed > 0);
+}
+
+/// The checker for `LOCKER_SOAK_SECS` seconds (default 600).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; run with LOCKER_SOAK_SECS=600 cargo test --release --features testing --test chaos -- --ignored soak"]
+async fn soak() {
+    let secs: u64 = std::env::var("LOCKER_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let report = run_checker(Config {
+        members: 3,
+        clients: 8,
+        min_run: Duration::from_secs(secs),
+        target: 0,
+        max_run: Duration::from_secs(secs),
+        ttl: Duration::from_secs(3),
+        nemesis: Nemesis::Random,
+        proxied: PROXIED,
+        delay_ms: None,
+    })
+    .await;
+    assert_clean(&report);
+}
+
+// ---------------------------------------------------------------------------
+// Focused faults
+// ---------------------------------------------------------------------------
+
+/// Kill -9 of the leader while a lock is held and three waiters queue: the
+/// holder keeps the lock (its keepalive moves to a live member), the next
+/// lock operations succeed within 3 s, and the queue then moves in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_keeps_the_holder_and_the_queue() {
+    const NAME: &str = "leader-kill";
+    const DATA: &str = "leader-kill-data";
+    let ttl = Duration::from_secs(5);
+    let mut etcd = Etcd::cluster(3).await.expect("start etcd");
+    let leader = etcd.leader().await.expect("find the leader");
+    // Every client starts on the member about to die.
+    let eps = endpoints_first(&etcd, leader);
+    let holder = connect(eps.clone()).await;
+    let guard = within(
+        "the first lock",
+        WAIT,
+        holder.lock(NAME).ttl(ttl).value("holder"),
+    )
+    .await
+    .expect("take the lock");
+    guarded_put_retrying(&guard, DATA, "holder", WAIT).await;
+
+    let observer = connect(eps.clone()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for w in 0..3usize {
+        let client = connect(eps.clone()).await;
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let g = client
+                .lock(NAME)
+                .ttl(ttl)
+                .value(format!("waiter-{w}"))
+                .timeout(Duration::from_secs(40))
+                .await
+                .unwrap_or_else(|e| panic!("waiter {w}: {e}"));
+            let at = Instant::now();
+            assert!(!g.is_lost(), "waiter {w} got a lost guard");
+            guarded_put_retrying(&g, DATA, &format!("waiter-{w}"), WAIT).await;
+            tx.send((w, g.fencing_token(), at)).expect("report");
+            within("a waiter's release", OP_BOUND, g.release())
+                .await
+                .unwrap_or_else(|e| panic!("waiter {w} release: {e}"));
+        }));
+        // Queue them in a known order.
+        wait_until("the waiter is queued", WAIT, || async {
+            keys_under(&observer, &format!("{NAME}/")).await.len() == w + 2
+        })
+        .await;
+    }
+    drop(tx);
+
+    let killed_at = Instant::now();
+    etcd.kill(leader);
+    // The holder's next guarded write, and a new lock taken by a client
+    // whose first choice was the dead leader.
+    let holder_write = async {
+        guarded_put_retrying(&guard, DATA, "holder again", WAIT).await;
+        killed_at.elapsed()
+    };
+    let new_lock = async {
+        loop {
+            let r = within(
+                "a lock after the kill",
+                OP_BOUND,
+                observer
+                    .lock("leader-kill-other")
+                    .ttl(ttl)
+                    .timeout(Duration::from_secs(10)),
+            )
+            .await;
+            match r {
+                Ok(g) => {
+                    let t = killed_at.elapsed();
+                    within("release", OP_BOUND, g.release())
+                        .await
+                        .expect("release the other lock");
+                    return t;
+                }
+                Err(e) if e.is_connectivity() && killed_at.elapsed() < WAIT => {
+                    eprintln!("lock after the kill: {e}");
+                }
+                Err(e) => panic!("lock after the kill: {e}"),
+            }
+        }
+    };
+    // The holder's keepalive moves to a live member: a keepalive sent after
+    // the kill is answered (the deadline is the send time of the last
+    // answered keepalive plus the TTL).
+    let past = (killed_at + guard.ttl()).into_std();
+    let keepalive_moved = async {
+        wait_until(
+            "a keepalive sent after the kill is answered",
+            guard.ttl() * 3,
+            || async { guard.deadline().is_some_and(|d| d > past) },
+        )
+        .await;
+        killed_at.elapsed()
+    };
+    let (write_after, lock_after, moved_after) =
+        tokio::join!(holder_write, new_lock, keepalive_moved);
+    eprintln!(
+        "leader kill: holder's guarded write after {} ms, a new lock after {} ms",
+        ms(write_after),
+        ms(lock_after)
+    );
+
+    assert!(!guard.is_lost(), "the holder's lost signal fired");
+    guarded_put_retrying(&guard, DATA, "holder still", WAIT).await;
+    assert_eq!(
+        keys_under(&observer, &format!("{NAME}/")).await.len(),
+        4,
+        "a lease of the queue was lost"
+    );
+
+    // The queue moves in order.
+    let released_at = Instant::now();
+    within("the holder's release", OP_BOUND, guard.release())
+        .await
+        .expect("release after the kill");
+    let mut handed = Vec::new();
+    while let Some(x) = within("the waiters", WAIT * 2, rx.recv()).await {
+        handed.push(x);
+    }
+    for w in waiters {
+        within("a waiter ends", WAIT, w)
+            .await
+            .expect("a waiter panicked");
+    }
+    let order: Vec<usize> = handed.iter().map(|(w, _, _)| *w).collect();
+    assert_eq!(order, [0, 1, 2], "the queue was not served in order");
+    assert!(
+        handed.windows(2).all(|p| p[0].1 < p[1].1),
+        "tokens do not grow: {handed:?}"
+    );
+    let handover = handed[0].2.duration_since(released_at);
+    eprintln!(
+        "leader kill: keepalive answered by a live member {} ms after the kill; first waiter got the lock {} ms after the release",
+        ms(moved_after),
+        ms(handover)
+    );
+    assert!(
+        write_after < Duration::from_secs(3),
+        "the holder's write took {write_after:?} after the kill"
+    );
+    assert!(
+        lock_after < Duration::from_secs(3),
+        "the next lock took {lock_after:?} after the kill"
+    );
+}
+
+/// SIGSTOP of the leader for 3 s in the middle of lock traffic: no
+/// violation, and the lock service works after the member is continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_frozen_for_3s() {
+    let report = run_checker(Config {
+        members: 3,
+        clients: 3,
+        min_run: Duration::from_secs(12),
+        target: 0,
+        max_run: Duration::from_secs(12),
+        ttl: Duration::from_secs(3),
+        nemesis: Nemesis::PauseLeaderOnce,
+        proxied: 0,
+        delay_ms: None,
+    })
+    .await;
+    assert_clean(&report);
+    assert_eq!(report.faults.get("stop"), Some(&1), "{:?}", report.faults);
+    assert!(
+        report.after_last_fault >= 10,
+        "only {} acquisitions after the leader was continued",
+        report.after_last_fault
+    );
+    eprintln!(
+        "leader frozen 3 s: first acquisition {:?} after SIGCONT, max stall {} ms",
+        report.first_after_heal, report.max_stall_ms
+    );
+}
+
+/// A holder cut off (blackhole) for longer than the TTL: its lost signal
+/// fires before its key disappears from etcd; after healing the client
+/// works again, etcd refuses writes conditional on the old guard, and the
+/// old guard's release reports the loss.
+async fn cut_off_holder(on_session: bool) {
+    let name = if on_session { "cut-session" } else { "cut-own" };
+    let ttl = Duration::from_secs(3);
+    let etcd = Etcd::single().await.expect("start etcd");
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let client = connect(vec![proxy.url()]).await;
+    let observer = connect(etcd.endpoints()).await;
+    let session = match on_session {
+        true => Some(
+            within("a session", WAIT, client.session(ttl))
+                .await
+                .expect("open a session"),
+        ),
+        false => None,
+    };
+    let request = match &session {
+        Some(s) => s.lock(name),
+        None => client.lock(name).ttl(ttl),
+    };
+    let guard = within("lock", WAIT, request).await.expect("take the lock");
+    let key = guard.key().to_owned();
+    guarded_put_retrying(&guard, "cut-data", "before", WAIT).await;
+
+    let cut_at = Instant::now();
+    proxy.set_mode(ProxyMode::Blackhole);
+    let lost = async {
+        let reason = guard.lost().await;
+        (Instant::now(), reason)
+    };
+    let gone = async {
+        loop {
+            match observer.get(&key).await {
+                Ok(None) => return Instant::now(),
+                Ok(Some(_)) => {}
+                Err(e) => eprintln!("polling the key: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let limit = ttl + Duration::from_secs(5);
+    let ((lost_at, reason), gone_at) =
+        within("the lost signal and the key's expiry", limit, async {
+            tokio::join!(lost, gone)
+        })
+        .await;
+    eprintln!(
+        "cut off ({}): lost signal {} ms after the cut ({reason:?}), key gone from etcd {} ms after the cut",
+        if on_session { "session" } else { "own lease" },
+        ms(lost_at - cut_at),
+        ms(gone_at - cut_at)
+    );
+    assert!(
+        lost_at < gone_at,
+        "the lost signal fired {:?} after the key disappeared",
+        lost_at - gone_at
+    );
+    assert!(lost_at - cut_at <= ttl + Duration::from_millis(500));
+    assert!(guard.is_lost());
+
+    proxy.set_mode(ProxyMode::Pass);
+    let healed_at = Instant::now();
+    // The guard refuses to write...
+    let err = within(
+        "a write on the lost guard",
+        OP_BOUND,
+        guard.put("cut-data", "after"),
+    )
+    .await
+    .expect_err("a lost guard wrote");
+    assert!(err.is_lost(), "{err:?}");
+    // ... and etcd refuses a write conditional on it.
+    let txn = pb::TxnRequest {
+        compare: vec![guard.is_owner()],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: b"cut-data".to_vec(),
+                value: b"after".to_vec(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let deadline = Instant::now() + WAIT;
+    let resp = loop {
+        match within("a raw guarded write", OP_BOUND, client.txn_raw(txn.clone())).await {
+            Ok(r) => break r,
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("a raw guarded write after healing: {e}"),
+        }
+    };
+    assert!(
+        !resp.succeeded,
+        "etcd accepted a write guarded by a lost lock"
+    );
+    let old_token = guard.fencing_token();
+    // The old guard's release reports the loss.
+    let err = within("release of the lost guard", OP_BOUND, guard.release())
+        .await
+        .expect_err("the release of a lost lock reported success");
+    assert!(err.is_lost(), "{err:?}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    // The client works again.
+    if let Some(s) = session {
+        assert!(s.lost_reason().is_some());
+        let _ = within("close the lost session", OP_BOUND, s.close()).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    let again = loop {
+        let request = match on_session {
+            true => match within("a new session", OP_BOUND, client.session(ttl)).await {
+                Ok(s) => {
+                    let r = within("lock again", OP_BOUND, s.lock(name)).await;
+                    r.map(|g| (g, Some(s)))
+                }
+                Err(e) => Err(e),
+            },
+            false => within("lock again", OP_BOUND, client.lock(name).ttl(ttl))
+                .await
+                .map(|g| (g, None)),
+        };
+        match request {
+            Ok(g) => break g,
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {
+                eprintln!("lock after healing: {e}");
+            }
+            Err(e) => panic!("lock after healing: {e}"),
+        }
+    };
+    let (g2, s2) = again;
+    eprintln!(
+        "cut off: the client locked again {} ms after healing",
+        ms(healed_at.elapsed())
+    );
+    assert!(g2.fencing_token() > old_token);
+    assert!(
+        within("read the old key", WAIT, observer.get(&key))
+            .await
+            .expect("read the old key")
+            .is_none_or(|kv| kv.create_revision != old_token),
+        "the old key is back"
+    );
+    guarded_put_retrying(&g2, "cut-data", "again", WAIT).await;
+    within("release", OP_BOUND, g2.release())
+        .await
+        .expect("release the new lock");
+    if let Some(s) = s2 {
+        within("close", OP_BOUND, s.close())
+            .await
+            .expect("close the session");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_longer_than_ttl_own_lease() {
+    cut_off_holder(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_longer_than_ttl_session() {
+    cut_off_holder(true).await;
+}
+
+/// Starts every member of a cluster whose members were all killed, with
+/// their data. `restart` waits for health, which needs a quorum, so the
+/// first members are only spawned (their wait is cut short).
+async fn restart_all(etcd: &mut Etcd) {
+    let n = etcd.len();
+    for i in 0..n - 1 {
+        if let Ok(Err(e)) = timeout(Duration::from_millis(100), etcd.restart(i)).await {
+            panic!("restart member {i}: {e}");
+        }
+    }
+    etcd.restart(n - 1).await.expect("restart the last member");
+    for i in 0..n {
+        etcd.wait_healthy(i)
+            .await
+            .expect("a restarted member is healthy");
+    }
+}
+
+/// After a whole-cluster restart: the holder either still holds (its
+/// guarded write succeeds) or reports the loss, and never do the holder and
+/// its waiter both believe they hold the lock.
+async fn check_holder_and_waiter(
+    what: &str,
+    holder: LockGuard,
+    mut waiter: tokio::task::JoinHandle<(LockGuard, Instant)>,
+) -> &'static str {
+    let deadline = Instant::now() + WAIT;
+    let mut taken = None;
+    let outcome = loop {
+        if holder.is_lost() {
+            break "reported lost";
+        }
+        let sent_at = Instant::now();
+        let alive_until = holder.deadline();
+        match within(
+            "the holder's write",
+            OP_BOUND,
+            holder.put("restart-data", what),
+        )
+        .await
+        {
+            Ok(_) => {
+                // The waiter cannot have held the lock when the write was
+                // sent (etcd applied the write, so the holder's key was
+                // still there), and if it got the lock since, the holder's
+                // lease must have been known lost by then.
+                if waiter.is_finished() {
+                    let (g, at) = within("the waiter", WAIT, &mut waiter)
+                        .await
+                        .expect("waiter");
+                    assert!(
+                        at >= sent_at,
+                        "{what}: two holders: the waiter held the lock before the holder's successful write was sent"
+                    );
+                    assert!(
+                        holder.deadline().is_none_or(|d| Instant::from_std(d) <= at),
+                        "{what}: the waiter got the lock while the holder's lease was known alive"
+                    );
+                    taken = Some(g);
+                    break "survived, then lost";
+                }
+                break "survived";
+            }
+            Err(e) if e.is_lost() => {
+                if let (Error::LockLost { .. }, Some(until)) = (&e, alive_until) {
+                    assert!(
+                        Instant::from_std(until) <= sent_at,
+                        "{what}: etcd dropped the key while the lease was known alive: {e}"
+                    );
+                }
+                break "reported lost";
+            }
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: the holder's write: {e}"),
+        }
+    };
+    let released = within("the holder's release", OP_BOUND, holder.release()).await;
+    match outcome {
+        "survived" => {
+            if let Err(e) = &released {
+                assert!(e.is_lost(), "{what}: release: {e}");
+            }
+        }
+        _ => {
+            let e = released.expect_err("a lost holder's release reported success");
+            assert!(e.is_lost() || e.is_connectivity(), "{what}: {e}");
+        }
+    }
+    let g = match taken {
+        Some(g) => g,
+        None => {
+            within("the waiter gets the lock", WAIT * 2, waiter)
+                .await
+                .expect("the waiter panicked")
+                .0
+        }
+    };
+    guarded_put_retrying(&g, "restart-data", "waiter", WAIT).await;
+    within("the waiter's release", OP_BOUND, g.release())
+        .await
+        .expect("the waiter's release");
+    outcome
+}
+
+fn spawn_waiter(
+    client: Client,
+    name: &'static str,
+) -> tokio::task::JoinHandle<(LockGuard, Instant)> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + WAIT * 2;
+        loop {
+            let r = client
+                .lock(name)
+                .ttl(Duration::from_secs(10))
+                .value("waiter")
+                .timeout(WAIT * 2)
+                .await;
+            match r {
+                Ok(g) => return (g, Instant::now()),
+                Err(e) if (e.is_connectivity() || e.is_lost()) && Instant::now() < deadline => {
+                    eprintln!("waiter for {name}: {e}; queueing again");
+                }
+                Err(e) => panic!("waiter for {name}: {e}"),
+            }
+        }
+    })
+}
+
+/// The whole cluster killed and restarted with its data: a session within
+/// its TTL survives or reports the loss; a lock whose TTL is shorter than
+/// the outage reports the loss; never two holders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restart() {
+    let mut etcd = Etcd::cluster(3).await.expect("start etcd");
+    let eps = etcd.endpoints();
+    let a = connect(eps.clone()).await;
+    let b = connect(eps.clone()).await;
+    let c = connect(eps.clone()).await;
+    let d = connect(eps.clone()).await;
+    let session = within("a session", WAIT, a.session(Duration::from_secs(10)))
+        .await
+        .expect("open a session");
+    let long = within("lock", WAIT, session.lock("restart-long"))
+        .await
+        .expect("lock on the session");
+    let short = within(
+        "lock",
+        WAIT,
+        c.lock("restart-short").ttl(Duration::from_secs(2)),
+    )
+    .await
+    .expect("lock with a 2 s lease");
+    let long_waiter = spawn_waiter(b, "restart-long");
+    let short_waiter = spawn_waiter(d, "restart-short");
+    for name in ["restart-long/", "restart-short/"] {
+        wait_until("the waiter is queued", WAIT, || async {
+            keys_under(&a, name).await.len() == 2
+        })
+        .await;
+    }
+    let down_at = Instant::now();
+    for i in 0..etcd.len() {
+        etcd.kill(i);
+    }
+    // Down for longer than the 2 s lease, well within the 10 s one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    restart_all(&mut etcd).await;
+    eprintln!(
+        "whole cluster restart: down for {} ms",
+        ms(down_at.elapsed())
+    );
+    let long_outcome = check_holder_and_waiter("session, TTL 10 s", long, long_waiter).await;
+    let short_outcome = check_holder_and_waiter("own lease, TTL 2 s", short, short_waiter).await;
+    eprintln!(
+        "whole cluster restart: session (TTL 10 s) {long_outcome}; own lease (TTL 2 s) {short_outcome}"
+    );
+    assert_eq!(
+        short_outcome, "reported lost",
+        "a 2 s lease was assumed alive through a 3 s outage"
+    );
+    let _ = within("close", OP_BOUND, session.close()).await;
+}
+
+/// Records, per endpoint, the status of every `KV/Txn` a client sends.
+#[derive(Clone, Default)]
+struct TxnLog(Arc<Mutex<Vec<(String, String)>>>);
+
+impl TxnLog {
+    fn sink(&self) -> impl Fn(&locker::WireRecord) + Send + Sync + 'static {
+        let log = self.0.clone();
+        move |r: &locker::WireRecord| {
+            if r.path == locker::paths::TXN && r.kind == locker::WireKind::Unary {
+                log.lock()
+                    .unwrap()
+                    .push((r.endpoint.clone(), r.status.clone()));
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The keys of `name`'s queue that belong to `lease`.
+async fn keys_of(observer: &Client, name: &str, lease: LeaseId) -> Vec<locker::KeyValue> {
+    keys_under(observer, &format!("{name}/"))
+        .await
+        .into_iter()
+        .filter(|kv| kv.lease == Some(lease))
+        .collect()
+}
+
+/// The answer to an acquire transaction is lost (the proxy drops it): the
+/// client resends it elsewhere, finds its own key (created by the lost
+/// transaction) and neither queues twice nor is granted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_answer_dropped() {
+    let etcd = Etcd::single().await.expect("start etcd");
+    let dropping = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let passing = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let log = TxnLog::default();
+    let builder = Client::builder()
+        .endpoints([dropping.url(), passing.url()])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Duration::from_millis(500))
+        .audit(log.sink());
+    let client = within("connect", WAIT, builder.connect())
+        .await
+        .expect("connect");
+    let observer = connect(etcd.endpoints()).await;
+    let session = within("a session", WAIT, client.session(Duration::from_secs(10)))
+        .await
+        .expect("open a session");
+
+    // 1. A free lock.
+    dropping.set_mode(ProxyMode::DropResponses);
+    let g = within("lock", WAIT, session.lock("dropped-free").timeout(WAIT))
+        .await
+        .expect("lock while answers are dropped");
+    let txns = log.take();
+    assert!(
+        txns.first()
+            .is_some_and(|(ep, st)| *ep == dropping.url() && st.contains("timeout")),
+        "the first acquire was not lost: {txns:?}"
+    );
+    let mine = keys_of(&observer, "dropped-free", session.lease()).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].create_revision, g.fencing_token());
+    assert_eq!(mine[0].version, 1, "the resent acquire wrote the key again");
+    guarded_put_retrying(&g, "dropped-data", "free", WAIT).await;
+    within("release", OP_BOUND, g.release())
+        .await
+        .expect("release");
+
+    // 2. A held lock: the client must queue once, and wait.
+    dropping.set_mode(ProxyMode::Pass);
+    let holder_client = connect(etcd.endpoints()).await;
+    let holder = within(
+        "lock",
+        WAIT,
+        holder_client
+            .lock("dropped-held")
+            .ttl(Duration::from_secs(10)),
+    )
+    .await
+    .expect("the holder's lock");
+    // Make the dropping proxy the client's first choice again: the other
+    // one refuses for one call.
+    passing.set_mode(ProxyMode::Refuse);
+    let status = within("status", WAIT, client.status())
+        .await
+        .expect("status through the first proxy");
+    assert_eq!(status.endpoint, dropping.url());
+    passing.set_mode(ProxyMode::Pass);
+    dropping.set_mode(ProxyMode::DropResponses);
+    log.take();
+    let queued = {
+        let s = session.lock("dropped-held").timeout(WAIT * 2);
+        tokio::spawn(async move { s.await })
+    };
+    wait_until("the client is queued", WAIT, || async {
+        keys_under(&observer, "dropped-held/").await.len() == 2
+    })
+    .await;
+    // The resent acquire was answered (through the other proxy).
+    wait_until("the acquire is resent", WAIT, || async {
+        log.0.lock().unwrap().iter().any(|(_, st)| st == "OK")
+    })
+    .await;
+    let mine = keys_of(&observer, "dropped-held", session.lease()).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].version, 1);
+    let txns = log.take();
+    assert!(
+        txns.first()
+            .is_some_and(|(ep, st)| *ep == dropping.url() && st.contains("timeout")),
+        "the first acquire was not lost: {txns:?}"
+    );
+    dropping.set_mode(ProxyMode::Pass);
+    // The holder still holds: its guarded write succeeds while the client waits.
+    guarded_put_retrying(&holder, "dropped-data", "holder", WAIT).await;
+    assert!(!queued.is_finished(), "the client got a lock that is held");
+    within("release", OP_BOUND, holder.release())
+        .await
+        .expect("the holder's release");
+    let g = within("the queued client", WAIT, queued)
+        .await
+        .expect("panicked")
+        .expect("lock after the holder's release");
+    assert_eq!(g.fencing_token(), mine[0].create_revision);
+    guarded_put_retrying(&g, "dropped-data", "client", WAIT).await;
+    within("release", OP_BOUND, g.release())
+        .await
+        .expect("release");
+
+    // 3. Only the dropping endpoint: a typed error within the bound, then,
+    // healed, one key at most and a lock that works.
+    let lone = Client::builder()
+        .endpoints([dropping.url()])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Duration::from_millis(500));
+    let lone = within("connect", WAIT, lone.connect())
+        .await
+        .expect("connect");
+    let lone_session = within("a session", WAIT, lone.session(Duration::from_secs(10)))
+        .await
+        .expect("open a session");
+    dropping.set_mode(ProxyMode::DropResponses);
+    let started = Instant::now();
+    let err = within(
+        "a lock with no answers",
+        OP_BOUND,
+        lone_session.lock("dropped-lone"),
+    )
+    .await
+    .expect_err("a lock without answers succeeded");
+    eprintln!(
+        "dropped acquire answers, single endpoint: {:?} after {} ms",
+        err.to_string(),
+        ms(started.elapsed())
+    );
+    assert!(err.is_connectivity(), "{err:?}");
+    assert!(
+        keys_of(&observer, "dropped-lone", lone_session.lease())
+            .await
+            .len()
+            <= 1
+    );
+    dropping.set_mode(ProxyMode::Pass);
+    let deadline = Instant::now() + WAIT;
+    let g = loop {
+        match within(
+            "lock after healing",
+            OP_BOUND,
+            lone_session.lock("dropped-lone"),
+        )
+        .await
+        {
+            Ok(g) => break g,
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {}
+            Err(e) => panic!("lock after healing: {e}"),
+        }
+    };
+    let mine = keys_of(&observer, "dropped-lone", lone_session.lease()).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].create_revision, g.fencing_token());
+    guarded_put_retrying(&g, "dropped-data", "lone", WAIT).await;
+    within("release", OP_BOUND, g.release())
+        .await
+        .expect("release");
+}
+
+/// 50-200 ms of latency on every connection: the checker's properties hold
+/// and every cycle completes, only slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_network() {
+    let report = run_checker(Config {
+        members: 1,
+        clients: 2,
+        min_run: Duration::ZERO,
+        target: 12,
+        max_run: Duration::from_secs(60),
+        ttl: Duration::from_secs(3),
+        nemesis: Nemesis::Quiet,
+        proxied: 2,
+        delay_ms: Some((50, 200)),
+    })
+    .await;
+    assert_clean(&report);
+    assert!(report.acquisitions >= 12, "{report:?}");
+    assert_eq!(
+        report.committed, report.acquisitions,
+        "a cycle did not complete: {report:?}"
+    );
+    eprintln!(
+        "slow network: {} cycles in {:.1} s ({} ms per cycle)",
+        report.acquisitions,
+        report.run.as_secs_f64(),
+        ms(report.run) / report.acquisitions as u64
+    );
+}
+
+/// A lock on a session fails while the network is cut; its clean-up delete
+/// of `{name}/{lease}` waits in the network. The session locks the same
+/// name again through another path and gets it. When the old delete finally
+/// arrives it must not remove the new key (same name, same lease): that
+/// would leave a holder whose lease is alive, whose lost signal never
+/// fires, and whose lock someone else can take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_cleanup_of_a_failed_lock_spares_the_next_one() {
+    let etcd = Etcd::single().await.expect("start etcd");
+    let observer = connect(etcd.endpoints()).await;
+    // Whether etcd applies a timed-out request that arrives late, followed
+    // by its RST_STREAM, is a race; try a few times.
+    for attempt in 0..8 {
+        if let Err(why) = late_cleanup_attempt(&etcd, &observer, &format!("late-{attempt}")).await {
+            panic!("attempt {attempt}: {why}");
+        }
+    }
+}
+
+async fn late_cleanup_attempt(etcd: &Etcd, observer: &Client, name: &str) -> Result<(), String> {
+    let p1 = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let p2 = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let builder = Client::builder()
+        .endpoints([p1.url(), p2.url()])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Duration::from_millis(500));
+    let client = within("connect", WAIT, builder.connect())
+        .await
+        .expect("connect");
+    let session = within("a session", WAIT, client.session(Duration::from_secs(10)))
+        .await
+        .expect("open a session");
+
+    // Lock #1 fails: its acquire and its clean-up wait in both proxies.
+    p1.set_mode(ProxyMode::Blackhole);
+    p2.set_mode(ProxyMode::Blackhole);
+    let err = within("a lock with the network cut", OP_BOUND, session.lock(name))
+        .await
+        .expect_err("a lock succeeded with the network cut");
+    assert!(err.is_connectivity(), "{err:?}");
+
+    // Lock #2 goes through the second path once it heals.
+    p2.set_mode(ProxyMode::Pass);
+    let deadline = Instant::now() + WAIT;
+    let guard = loop {
+        match within("lock #2", OP_BOUND, session.lock(name)).await {
+            Ok(g) => break g,
+            Err(e) if e.is_connectivity() && Instant::now() < deadline => {}
+            Err(e) => panic!("lock #2: {e}"),
+        }
+    };
+    let key = guard.key().to_owned();
+    let token = guard.fencing_token();
+    // The first path heals: the old acquire and delete arrive now.
+    let before = p1.bytes_forwarded().0;
+    p1.set_mode(ProxyMode::Pass);
+    wait_until("the old requests are forwarded", WAIT, || async {
+        p1.bytes_forwarded().0 > before
+    })
+    .await;
+    // Give etcd up to 1 s to apply them; the key must stay.
+    let watch_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < watch_until {
+        let kv = within("read the key", WAIT, observer.get(&key))
+            .await
+            .expect("read the key");
+        if kv.as_ref().is_some_and(|kv| kv.create_revision == token) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        // The held key is gone: someone else can take the lock while this
+        // guard still believes it holds it.
+        let other = within(
+            "another client's try-lock",
+            OP_BOUND,
+            observer.try_lock(name).ttl(Duration::from_secs(5)),
+        )
+        .await
+        .expect("try-lock");
+        let write = within(
+            "a guarded write",
+            OP_BOUND,
+            guard.put("late-cleanup-data", "mine"),
+        )
+        .await;
+        return Err(format!(
+            "a late clean-up delete of lock #1 removed the key of lock #2 ({key}, token {token}); \
+             the guard's is_lost() = {}, its guarded write gives {write:?}, and another client's \
+             try-lock gives {}",
+            guard.is_lost(),
+            match other {
+                locker::TryLock::Acquired(g) => format!("Acquired (token {})", g.fencing_token()),
+                locker::TryLock::Held(h) => format!("Held by {}", h.key),
+            }
+        ));
+    }
+    guarded_put_retrying(&guard, "late-cleanup-data", "mine", WAIT).await;
+    within("release", OP_BOUND, guard.release())
+        .await
+        .expect("release");
+    let _ = within("close", OP_BOUND, session.close()).await;
+    Ok(())
+}
