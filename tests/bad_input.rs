@@ -340,6 +340,7 @@ async fn endpoint_with_path() {
     assert!(matches!(err, Error::InvalidEndpoint { .. }), "{err:?}");
 }
 
+#[cfg(not(feature = "tls"))]
 #[tokio::test]
 async fn endpoint_https_without_tls() {
     let err = bad_endpoint(
