@@ -193,7 +193,7 @@ async fn bad_builder_input_is_rejected_before_anything_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_fail_over_to_a_live_member_when_one_is_killed() {
+async fn calls_fail_over_when_the_member_in_use_is_killed() {
     let mut etcd = Etcd::cluster(3).await.unwrap();
     let client = Client::builder()
         .endpoints(etcd.endpoints())
@@ -201,14 +201,61 @@ async fn reads_fail_over_to_a_live_member_when_one_is_killed() {
         .await
         .unwrap();
     client.put("k", "v").await.unwrap();
-    etcd.kill(0);
+    let in_use = client.status().await.unwrap().endpoint;
+    let i = etcd.endpoints().iter().position(|e| *e == in_use).unwrap();
+    etcd.kill(i);
+    let started = Instant::now();
+    let kv = client.get("k").await.unwrap().unwrap();
+    let took = started.elapsed();
+    eprintln!("failover: the first read after killing the member in use took {took:?}");
+    assert_eq!(kv.value, b"v");
+    assert_ne!(client.status().await.unwrap().endpoint, in_use);
     for _ in 0..10 {
-        let kv = client.get("k").await.unwrap().unwrap();
-        assert_eq!(kv.value, b"v");
+        assert_eq!(client.get("k").await.unwrap().unwrap().value, b"v");
     }
     // Writes that can be learned or repeated safely fail over too.
     let (lease, _) = client.lease_grant(Duration::from_secs(5)).await.unwrap();
     assert!(client.lease_revoke(lease).await.unwrap());
+    assert!(took < client.request_timeout(), "failover took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_written_by_etcdctl_and_by_locker_read_the_same() {
+    let etcd = Etcd::single().await.unwrap();
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .connect()
+        .await
+        .unwrap();
+    let etcdctl = |args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", etcd.endpoint(0)))
+            .args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    etcdctl(&["put", "interop/from-etcdctl", "hello from etcdctl"]);
+    let kv = client.get("interop/from-etcdctl").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"hello from etcdctl");
+    assert_eq!(kv.version, 1);
+
+    client
+        .put("interop/from-locker", "hello from locker")
+        .await
+        .unwrap();
+    let out = etcdctl(&["get", "interop/from-locker", "--print-value-only"]);
+    assert_eq!(out.trim(), "hello from locker");
+
+    // A lock key as etcdctl sees it: the layout and the lease match.
+    let g = client.lock("interop/lock").value("v").await.unwrap();
+    let out = etcdctl(&["get", "interop/lock/", "--prefix", "--keys-only"]);
+    assert_eq!(out.trim(), g.key());
+    let ttl = etcdctl(&["lease", "timetolive", &g.lease().to_string()]);
+    assert!(ttl.contains(&format!("lease {}", g.lease())), "{ttl}");
+    g.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1322,6 +1322,58 @@ async fn watch_lock_resumes_after_a_broken_connection_without_gaps_or_repeats() 
     assert!(tokens.windows(2).all(|p| p[0] < p[1]));
 }
 
+/// A watch that resumes after its revision was compacted away is cancelled
+/// by etcd; `watch_lock` then reads a fresh snapshot and reports the
+/// difference (here: the new holder), with no error and no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_lock_resyncs_when_its_resume_revision_was_compacted() {
+    let etcd = start_etcd().await;
+    let direct = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0))
+        .await
+        .expect("start proxy");
+    let watcher = connect_through(&proxy).await;
+    let name = "watch/compacted";
+    let mut watch = within("watch_lock", WAIT, watcher.watch_lock(name))
+        .await
+        .expect("watch_lock");
+    assert_eq!(snapshot(&mut watch).await, None);
+
+    // Keep the watch away while the lock changes hands, then compact.
+    proxy.set_mode(ProxyMode::Refuse);
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        lock_and_release(&direct, name, &mut missed).await;
+    }
+    let marker = within("lock", WAIT, direct.lock(name)).await.expect("lock");
+    let rev = within("status", WAIT, direct.status())
+        .await
+        .expect("status")
+        .revision;
+    let out = etcdctl(&etcd.endpoint(0))
+        .args(["compact", &rev.0.to_string()])
+        .output()
+        .await
+        .expect("etcdctl compact");
+    assert!(out.status.success(), "etcdctl compact: {out:?}");
+    proxy.set_mode(ProxyMode::Pass);
+
+    // The transitions in the compacted history are gone; the new holder is
+    // reported once, and the stream goes on.
+    assert_eq!(next_change(&mut watch).await.0, acquired(&marker));
+    let mut after = Vec::new();
+    within("release", WAIT, marker.release())
+        .await
+        .expect("release");
+    lock_and_release(&direct, name, &mut after).await;
+    let mut seen = Vec::new();
+    for _ in 0..=after.len() {
+        seen.push(next_change(&mut watch).await.0);
+    }
+    assert!(matches!(seen[0], Seen::Released(..)), "{seen:?}");
+    assert_eq!(seen[1..], after[..], "every later transition exactly once");
+}
+
 // ---------------------------------------------------------------------------
 // Interoperability with etcd's own tools
 // ---------------------------------------------------------------------------
