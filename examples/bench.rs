@@ -11,14 +11,16 @@
 //! `--clients` is given), `many` (one session holding N distinct locks,
 //! 64 acquisitions in flight, compared with N raw txns at 64 in flight).
 //! Commits per op come from etcd's `etcd_server_proposals_committed_total`
-//! on the first endpoint (plain http only).
+//! on the first endpoint (plain http only), keepalive streams and messages
+//! from its `grpc_server_started_total` and `grpc_server_msg_received_total`
+//! for `LeaseKeepAlive`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use locker::Client;
 use locker::wire::etcdserverpb as pb;
-use locker::{Client, WireKind, WireRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Args {
@@ -89,8 +91,9 @@ fn stats(mut v: Vec<f64>) -> Stats {
     }
 }
 
-/// Scrapes one counter from `/metrics` over plain HTTP/1.1.
-async fn metric(endpoint: &str, name: &str) -> Option<f64> {
+/// Scrapes one counter from `/metrics` over plain HTTP/1.1: the sum of the
+/// samples of `name` whose labels contain `labels`.
+async fn metric(endpoint: &str, name: &str, labels: &str) -> Option<f64> {
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
@@ -98,13 +101,15 @@ async fn metric(endpoint: &str, name: &str) -> Option<f64> {
     let mut body = String::new();
     s.read_to_string(&mut body).await.ok()?;
     body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(labels)
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(|a, b| a + b)
 }
 
 async fn commits(endpoint: &str) -> f64 {
-    metric(endpoint, "etcd_server_proposals_committed_total")
+    metric(endpoint, "etcd_server_proposals_committed_total", "")
         .await
         .unwrap_or(f64::NAN)
 }
@@ -238,6 +243,20 @@ async fn lease_cycle(eps: &[String], ops: usize, floor_p50: f64) {
     }
     let elapsed = start.elapsed();
     let per = (commits(&eps[0]).await - c0) / ops as f64;
+    // The same three commits sent raw (grant, create-if-absent put with the
+    // lease, revoke), to tell locker's cost from etcd's.
+    let mut raw = Vec::with_capacity(ops);
+    for _ in 0..ops {
+        let t = Instant::now();
+        let (lease, _) = client.lease_grant(Duration::from_secs(10)).await.unwrap();
+        client
+            .txn_raw(put_if_absent("bench/lease-raw/k", lease.0))
+            .await
+            .unwrap();
+        client.lease_revoke(lease).await.unwrap();
+        raw.push(ms(t.elapsed()));
+    }
+    let raw = stats(raw);
     let s = stats(lat);
     let ratio = s.p50 / floor_p50;
     line(
@@ -246,7 +265,11 @@ async fn lease_cycle(eps: &[String], ops: usize, floor_p50: f64) {
         ops,
         &s,
         elapsed,
-        &format!(",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3}"),
+        &format!(
+            ",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3},\"raw_grant_txn_revoke_p50_ms\":{:.3},\"raw_p50_vs_floor\":{:.3}",
+            raw.p50,
+            raw.p50 / floor_p50
+        ),
     );
 }
 
@@ -317,52 +340,46 @@ async fn contended(eps: &[String], clients: usize, ops: usize, floor_p50: f64) {
     );
 }
 
-async fn many(eps: &[String], n: usize) {
-    const IN_FLIGHT: usize = 64;
-    let keepalives = Arc::new(AtomicU64::new(0));
-    let streams = Arc::new(AtomicU64::new(0));
-    let (k, st) = (keepalives.clone(), streams.clone());
-    let client = Client::builder()
-        .endpoints(eps.iter().cloned())
-        .audit(move |r: &WireRecord| {
-            if r.path == locker::paths::LEASE_KEEPALIVE {
-                match r.kind {
-                    WireKind::StreamSend => {
-                        k.fetch_add(1, Ordering::Relaxed);
-                    }
-                    WireKind::StreamOpen => {
-                        st.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .connect()
-        .await
-        .unwrap();
-
-    // Baseline: the same number of raw txns (create-if-absent puts), 64 in flight.
-    let (lease, _) = client.lease_grant(Duration::from_secs(60)).await.unwrap();
+/// `n` create-if-absent puts with a lease, `in_flight` at a time; ops/s.
+async fn raw_txns(client: &Client, lease: i64, tag: &str, n: usize, in_flight: usize) -> f64 {
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
-        if set.len() >= IN_FLIGHT {
+        if set.len() >= in_flight {
             set.join_next().await.unwrap().unwrap();
         }
         let c = client.clone();
+        let key = format!("bench/raw-{tag}/{i}");
         set.spawn(async move {
-            c.txn_raw(put_if_absent(&format!("bench/raw/{i}"), lease.0))
-                .await
-                .unwrap();
+            c.txn_raw(put_if_absent(&key, lease)).await.unwrap();
         });
     }
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
-    let raw_rate = n as f64 / start.elapsed().as_secs_f64();
-    client.lease_revoke(lease).await.unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn many(eps: &[String], n: usize) {
+    const IN_FLIGHT: usize = 64;
+    const KEEPALIVE: &str = "grpc_method=\"LeaseKeepAlive\"";
+    // No audit sink here: building every record costs client CPU, which
+    // the two cores share with etcd. etcd's own counters tell the
+    // keepalive traffic instead.
+    let client = connect(eps).await;
+
+    // Baseline: the same number of raw txns (create-if-absent puts with a
+    // lease), 64 in flight, measured before and after the locks (etcd slows
+    // down as its store grows, so the mean of the two is the fair
+    // comparison). Their lease is revoked at the very end, so that deleting
+    // their keys does not slow the locks down.
+    let (lease, _) = client.lease_grant(Duration::from_secs(300)).await.unwrap();
+    let raw_before = raw_txns(&client, lease.0, "before", n, IN_FLIGHT).await;
 
     let ttl = Duration::from_secs(6);
+    let streams0 = metric(&eps[0], "grpc_server_started_total", KEEPALIVE)
+        .await
+        .unwrap_or(f64::NAN);
     let session = Arc::new(client.session(ttl).await.unwrap());
     let rss0 = rss_kib();
     let mut lat = Vec::with_capacity(n);
@@ -390,9 +407,18 @@ async fn many(eps: &[String], n: usize) {
     let elapsed = start.elapsed();
     let rss1 = rss_kib();
     // Hold through two keepalive periods (TTL/3 each).
-    let k0 = keepalives.load(Ordering::Relaxed);
+    let k0 = metric(&eps[0], "grpc_server_msg_received_total", KEEPALIVE)
+        .await
+        .unwrap_or(f64::NAN);
     tokio::time::sleep(ttl / 3 * 2 + Duration::from_millis(500)).await;
-    let held_keepalives = keepalives.load(Ordering::Relaxed) - k0;
+    let held_keepalives = metric(&eps[0], "grpc_server_msg_received_total", KEEPALIVE)
+        .await
+        .unwrap_or(f64::NAN)
+        - k0;
+    let streams = metric(&eps[0], "grpc_server_started_total", KEEPALIVE)
+        .await
+        .unwrap_or(f64::NAN)
+        - streams0;
     let mut set = tokio::task::JoinSet::new();
     for g in guards {
         if set.len() >= IN_FLIGHT {
@@ -405,6 +431,9 @@ async fn many(eps: &[String], n: usize) {
     }
     let session = Arc::into_inner(session).expect("no other session handle");
     session.close().await.unwrap();
+    let raw_after = raw_txns(&client, lease.0, "after", n, IN_FLIGHT).await;
+    client.lease_revoke(lease).await.unwrap();
+    let raw_rate = (raw_before + raw_after) / 2.0;
     let s = stats(lat);
     let rate = n as f64 / elapsed.as_secs_f64();
     let per_lock = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
@@ -415,9 +444,8 @@ async fn many(eps: &[String], n: usize) {
         &s,
         elapsed,
         &format!(
-            ",\"in_flight\":{IN_FLIGHT},\"raw_txn_ops_per_s\":{raw_rate:.1},\"rate_vs_raw\":{:.3},\"keepalive_streams\":{},\"keepalives_in_two_periods\":{held_keepalives},\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"bytes_per_held_lock\":{per_lock:.0}",
+            ",\"in_flight\":{IN_FLIGHT},\"raw_txn_ops_per_s\":{raw_rate:.1},\"raw_before\":{raw_before:.1},\"raw_after\":{raw_after:.1},\"rate_vs_raw\":{:.3},\"keepalive_streams\":{streams},\"keepalives_in_two_periods\":{held_keepalives},\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"bytes_per_held_lock\":{per_lock:.0}",
             rate / raw_rate,
-            streams.load(Ordering::Relaxed)
         ),
     );
 }

@@ -65,7 +65,7 @@ fn stream_ended() -> Error {
 /// its events come up to ~100 ms late (measured here: about 1.5% of waits
 /// under contention). When the read after `created` shows the store still
 /// at the `created` revision, that cannot have happened. Otherwise the key
-/// is also read at growing intervals (5, 10, 20, 40, 80 ms; serializable);
+/// is also read at growing intervals (2, 4, 8, 16, 32, 64 ms; serializable);
 /// after that the watch alone is enough.
 ///
 /// Returns a revision at which the key is known to be gone, or `None` when
@@ -75,8 +75,8 @@ pub(crate) async fn wait_deleted(
     key: &[u8],
     create_rev: Revision,
 ) -> Result<Option<Revision>> {
-    const FIRST_POLL: Duration = Duration::from_millis(5);
-    const LAST_POLL: Duration = Duration::from_millis(80);
+    const FIRST_POLL: Duration = Duration::from_millis(2);
+    const LAST_POLL: Duration = Duration::from_millis(64);
     let mut stream = open(client, key, Vec::new(), Revision(0)).await?;
     let mut poll: Option<Duration> = None;
     loop {
