@@ -94,6 +94,16 @@ fn stats(mut v: Vec<f64>) -> Stats {
 /// Scrapes one counter from `/metrics` over plain HTTP/1.1: the sum of the
 /// samples of `name` whose labels contain `labels`.
 async fn metric(endpoint: &str, name: &str, labels: &str) -> Option<f64> {
+    for _ in 0..3 {
+        if let Some(v) = metric_once(endpoint, name, labels).await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn metric_once(endpoint: &str, name: &str, labels: &str) -> Option<f64> {
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
@@ -167,110 +177,143 @@ fn line(mode: &str, clients: usize, ops: usize, lat: &Stats, elapsed: Duration, 
     );
 }
 
-/// floor: txn create-if-absent put with a lease, then delete.
-async fn floor(eps: &[String], ops: usize) -> f64 {
-    let client = connect(eps).await;
-    let (lease, _) = client.lease_grant(Duration::from_secs(60)).await.unwrap();
-    let c0 = commits(&eps[0]).await;
-    let mut lat = Vec::with_capacity(ops);
-    let start = Instant::now();
-    for _ in 0..ops {
-        let t = Instant::now();
-        let r = client
-            .txn_raw(put_if_absent("bench/floor", lease.0))
-            .await
-            .unwrap();
-        assert!(r.succeeded);
-        client.delete("bench/floor").await.unwrap();
-        lat.push(ms(t.elapsed()));
+/// One cycle of a sequential mode.
+#[derive(Clone, Copy, PartialEq)]
+enum Cycle {
+    /// floor: a create-if-absent put with a lease, then a delete.
+    Floor,
+    /// session_cycle: lock and release on one session.
+    Session,
+    /// lease_cycle: lock on a lease of its own (grant, txn, revoke).
+    Lease,
+    /// The lease cycle's three calls sent raw, to tell locker's cost from etcd's.
+    RawLease,
+}
+
+struct Sequential {
+    client: Client,
+    session: locker::Session,
+    floor_lease: locker::LeaseId,
+}
+
+impl Sequential {
+    async fn cycle(&self, c: Cycle) {
+        match c {
+            Cycle::Floor => {
+                let r = self
+                    .client
+                    .txn_raw(put_if_absent("bench/floor", self.floor_lease.0))
+                    .await
+                    .unwrap();
+                assert!(r.succeeded);
+                self.client.delete("bench/floor").await.unwrap();
+            }
+            Cycle::Session => {
+                let g = self.session.lock("bench/session").await.unwrap();
+                g.release().await.unwrap();
+            }
+            Cycle::Lease => {
+                let g = self
+                    .client
+                    .lock("bench/lease")
+                    .ttl(Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                g.release().await.unwrap();
+            }
+            Cycle::RawLease => {
+                let (lease, _) = self
+                    .client
+                    .lease_grant(Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                self.client
+                    .txn_raw(put_if_absent("bench/lease-raw/k", lease.0))
+                    .await
+                    .unwrap();
+                self.client.lease_revoke(lease).await.unwrap();
+            }
+        }
     }
-    let elapsed = start.elapsed();
-    let per = (commits(&eps[0]).await - c0) / ops as f64;
-    client.lease_revoke(lease).await.unwrap();
-    let s = stats(lat);
+}
+
+/// The sequential modes (floor, session_cycle, lease_cycle), interleaved op
+/// by op, so that drift in etcd's speed (its store grows; the two cores are
+/// shared) hits them alike. Commits per op are counted in a short pass per
+/// mode first. Returns the floor's p50.
+async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
+    let client = connect(eps).await;
+    let session = client.session(Duration::from_secs(10)).await.unwrap();
+    let (floor_lease, _) = client.lease_grant(Duration::from_secs(600)).await.unwrap();
+    let seq = Sequential {
+        client: client.clone(),
+        session,
+        floor_lease,
+    };
+    let cycles = [Cycle::Floor, Cycle::Session, Cycle::Lease, Cycle::RawLease];
+    let mut per_op = [0.0; 4];
+    for (k, c) in cycles.iter().enumerate() {
+        const N: usize = 100;
+        let c0 = commits(&eps[0]).await;
+        for _ in 0..N {
+            seq.cycle(*c).await;
+        }
+        per_op[k] = (commits(&eps[0]).await - c0) / N as f64;
+    }
+    let mut lat: [Vec<f64>; 4] = Default::default();
+    let mut spent = [Duration::ZERO; 4];
+    for _ in 0..ops {
+        for (k, c) in cycles.iter().enumerate() {
+            let t = Instant::now();
+            seq.cycle(*c).await;
+            let d = t.elapsed();
+            spent[k] += d;
+            lat[k].push(ms(d));
+        }
+    }
+    let [floor, session, lease, raw] = lat.map(stats);
     line(
         "floor",
         1,
         ops,
-        &s,
-        elapsed,
-        &format!(",\"commits_per_op\":{per:.2}"),
+        &floor,
+        spent[0],
+        &format!(",\"commits_per_op\":{:.2}", per_op[0]),
     );
-    s.p50
-}
-
-async fn session_cycle(eps: &[String], ops: usize, floor_p50: f64) {
-    let client = connect(eps).await;
-    let session = client.session(Duration::from_secs(10)).await.unwrap();
-    let c0 = commits(&eps[0]).await;
-    let mut lat = Vec::with_capacity(ops);
-    let start = Instant::now();
-    for _ in 0..ops {
-        let t = Instant::now();
-        let g = session.lock("bench/session").await.unwrap();
-        g.release().await.unwrap();
-        lat.push(ms(t.elapsed()));
+    if modes.iter().any(|m| m == "session_cycle") {
+        line(
+            "session_cycle",
+            1,
+            ops,
+            &session,
+            spent[1],
+            &format!(
+                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3}",
+                per_op[1],
+                session.p50 / floor.p50
+            ),
+        );
     }
-    let elapsed = start.elapsed();
-    let per = (commits(&eps[0]).await - c0) / ops as f64;
-    session.close().await.unwrap();
-    let s = stats(lat);
-    let ratio = s.p50 / floor_p50;
-    line(
-        "session_cycle",
-        1,
-        ops,
-        &s,
-        elapsed,
-        &format!(",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3}"),
-    );
-}
-
-async fn lease_cycle(eps: &[String], ops: usize, floor_p50: f64) {
-    let client = connect(eps).await;
-    let c0 = commits(&eps[0]).await;
-    let mut lat = Vec::with_capacity(ops);
-    let start = Instant::now();
-    for _ in 0..ops {
-        let t = Instant::now();
-        let g = client
-            .lock("bench/lease")
-            .ttl(Duration::from_secs(10))
-            .await
-            .unwrap();
-        g.release().await.unwrap();
-        lat.push(ms(t.elapsed()));
+    if modes.iter().any(|m| m == "lease_cycle") {
+        line(
+            "lease_cycle",
+            1,
+            ops,
+            &lease,
+            spent[2],
+            &format!(
+                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3},\"raw_grant_txn_revoke_p50_ms\":{:.3},\"raw_commits_per_op\":{:.2},\"raw_p50_vs_floor\":{:.3}",
+                per_op[2],
+                lease.p50 / floor.p50,
+                raw.p50,
+                per_op[3],
+                raw.p50 / floor.p50
+            ),
+        );
     }
-    let elapsed = start.elapsed();
-    let per = (commits(&eps[0]).await - c0) / ops as f64;
-    // The same three commits sent raw (grant, create-if-absent put with the
-    // lease, revoke), to tell locker's cost from etcd's.
-    let mut raw = Vec::with_capacity(ops);
-    for _ in 0..ops {
-        let t = Instant::now();
-        let (lease, _) = client.lease_grant(Duration::from_secs(10)).await.unwrap();
-        client
-            .txn_raw(put_if_absent("bench/lease-raw/k", lease.0))
-            .await
-            .unwrap();
-        client.lease_revoke(lease).await.unwrap();
-        raw.push(ms(t.elapsed()));
-    }
-    let raw = stats(raw);
-    let s = stats(lat);
-    let ratio = s.p50 / floor_p50;
-    line(
-        "lease_cycle",
-        1,
-        ops,
-        &s,
-        elapsed,
-        &format!(
-            ",\"commits_per_op\":{per:.2},\"p50_vs_floor\":{ratio:.3},\"raw_grant_txn_revoke_p50_ms\":{:.3},\"raw_p50_vs_floor\":{:.3}",
-            raw.p50,
-            raw.p50 / floor_p50
-        ),
-    );
+    seq.session.close().await.unwrap();
+    client.lease_revoke(floor_lease).await.unwrap();
+    floor.p50
 }
 
 async fn contended(eps: &[String], clients: usize, ops: usize, floor_p50: f64) {
@@ -462,20 +505,10 @@ async fn main() {
     let ops = a.ops.unwrap_or(2000);
     let eps = a.endpoints;
     // The floor is always measured: the other modes are reported against it.
-    let floor_p50 = floor(
-        &eps,
-        if a.modes.iter().any(|m| m == "floor") {
-            ops
-        } else {
-            ops.min(500)
-        },
-    )
-    .await;
+    let floor_p50 = sequential(&eps, ops, &a.modes).await;
     for mode in &a.modes {
         match mode.as_str() {
-            "floor" => {}
-            "session_cycle" => session_cycle(&eps, ops, floor_p50).await,
-            "lease_cycle" => lease_cycle(&eps, ops, floor_p50).await,
+            "floor" | "session_cycle" | "lease_cycle" => {}
             "contended" => {
                 for c in a.clients.clone().unwrap_or(vec![2, 8, 32]) {
                     contended(&eps, c, a.ops.unwrap_or(1000), floor_p50).await;

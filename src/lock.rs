@@ -58,16 +58,21 @@ pub const MAX_NAME_LEN: usize = 4096;
 pub const MAX_VALUE_LEN: usize = 512 * 1024;
 
 /// The default value stored in a holder's key: `host:pid`, read from
-/// `/proc/sys/kernel/hostname` (or `$HOSTNAME`), so others can see who
-/// holds a lock.
+/// `/proc/sys/kernel/hostname` (or `$HOSTNAME`) once per process, so others
+/// can see who holds a lock.
 pub fn default_value() -> Vec<u8> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    format!("{host}:{}", std::process::id()).into_bytes()
+    static VALUE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    VALUE
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unknown-host".to_owned());
+            format!("{host}:{}", std::process::id()).into_bytes()
+        })
+        .clone()
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<()> {
