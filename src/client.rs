@@ -1336,7 +1336,9 @@ pub(crate) fn ttl_secs(ttl: Duration) -> Result<i64> {
     if ttl.is_zero() {
         return Err(Error::invalid("the TTL must be at least one second"));
     }
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
     if secs > MAX_TTL_SECS {
         return Err(Error::invalid(format!(
             "the TTL must be at most {MAX_TTL_SECS} s (etcd's limit)"

@@ -815,7 +815,8 @@ impl LockRequest {
     }
 
     async fn run(self) -> Result<LockGuard> {
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        // A timeout too large to add to the clock is no timeout.
+        let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
         let (session, release) = self.spec.session().await?;
         let stale = session.reserve(&self.spec.name).await?;
         remove_stale(&session, &self.spec.name, stale).await?;

@@ -36,9 +36,10 @@ const BOUND: Duration = Duration::from_secs(5);
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A loopback port with nothing listening.
+/// A loopback port with nothing listening, on 127.0.0.3: test servers all
+/// listen on 127.0.0.1, so no other test can take the freed port.
 fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     drop(l);
     addr.to_string()
@@ -186,6 +187,36 @@ async fn ttl_zero() {
         client.lease_grant(Duration::ZERO),
     )
     .await;
+}
+
+#[tokio::test]
+async fn ttl_absurdly_large() {
+    let (client, records) = offline_client();
+    let huge = Duration::MAX;
+    invalid(
+        "lock TTL Duration::MAX",
+        &records,
+        client.lock("a").ttl(huge),
+    )
+    .await;
+    invalid("session TTL Duration::MAX", &records, client.session(huge)).await;
+    invalid(
+        "lease grant TTL 10^10 s",
+        &records,
+        client.lease_grant(Duration::from_secs(10_000_000_000)),
+    )
+    .await;
+}
+
+/// A huge acquire timeout is no timeout (and no overflow).
+#[tokio::test]
+async fn acquire_timeout_absurdly_large() {
+    let (client, records) = offline_client();
+    // The offline client fails to connect: what matters is that it fails
+    // with an error, not a panic.
+    let r = timeout(BOUND, client.lock("a").timeout(Duration::MAX)).await;
+    assert!(matches!(r, Ok(Err(_))), "{r:?}");
+    let _ = records;
 }
 
 #[tokio::test]

@@ -835,3 +835,44 @@ async fn user_flag_authenticates_and_a_wrong_password_exits_77() {
     .await;
     assert_eq!(r.code, 77, "no permission outside jobs/: {r:?}");
 }
+
+/// A holder killed with SIGKILL cannot release: its lease runs out, and a
+/// waiter gets the lock within the TTL (less the part already run since the
+/// last keepalive) plus about a second (etcd checks expiries every 500 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_with_sigkill_frees_the_lock_when_its_lease_runs_out() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("crash");
+    let ttl = Duration::from_secs(2);
+    let (mut holder, key, _) = hold(&ep, &name, &["--ttl", "2"]).await;
+    // Let a keepalive or two go by, so that the lease lives on them.
+    sleep(Duration::from_millis(1500)).await;
+    holder.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    assert_eq!(holder.exit(SHORT).await, 128 + libc::SIGKILL);
+    assert_eq!(
+        keys_under(&ep, &name).await,
+        vec![key],
+        "the key outlives its process"
+    );
+
+    let client = locker::Client::builder()
+        .endpoints([ep.as_str()])
+        .connect()
+        .await
+        .expect("connect");
+    let g = timeout(SHORT, client.lock(name.as_str()))
+        .await
+        .expect("the lock is freed in time")
+        .expect("lock");
+    let after = killed.elapsed();
+    eprintln!("crash: the next holder got the lock {after:?} after the SIGKILL (TTL {ttl:?})");
+    // The last keepalive went out at most TTL/3 before the kill.
+    assert!(
+        after >= ttl - ttl / 3 - Duration::from_millis(100),
+        "too early: {after:?}"
+    );
+    assert!(after <= ttl + Duration::from_secs(1), "too late: {after:?}");
+    g.release().await.expect("release");
+}

@@ -742,6 +742,60 @@ async fn closing_a_session_revokes_its_lease_and_signals_its_guards() {
     assert_eq!(within("a.lost()", WAIT, a.lost()).await, LostReason::Closed);
     assert_eq!(within("b.lost()", WAIT, b.lost()).await, LostReason::Closed);
     assert!(a.is_lost() && b.is_lost());
+    // A guard of a closed session writes nothing and cannot be released as
+    // if it had held the lock to the end.
+    let err = within("a.put", WAIT, a.put("session-close/data", "x"))
+        .await
+        .expect_err("a write under a closed session");
+    assert!(matches!(err, Error::SessionClosed), "{err:?}");
+    assert!(
+        within("get", WAIT, client.get("session-close/data"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let err = within("b.release", WAIT, b.release())
+        .await
+        .expect_err("release");
+    assert!(matches!(err, Error::SessionClosed), "{err:?}");
+    a.release().await.expect_err("release");
+}
+
+/// With the only endpoint down when a lock is asked for, the request fails
+/// with a connectivity error, and nothing of it is left once etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_asked_for_while_etcd_is_down_fails_and_leaves_nothing() {
+    let mut etcd = start_etcd().await;
+    let client = within(
+        "connect",
+        WAIT,
+        Client::builder()
+            .endpoints(etcd.endpoints())
+            .request_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_millis(500))
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    let name = "down/at-acquire";
+    etcd.kill(0);
+    let err = within("lock", WAIT, client.lock(name))
+        .await
+        .expect_err("no etcd, no lock");
+    assert!(err.is_connectivity(), "{err:?}");
+    let err = within("try_lock", WAIT, client.try_lock(name))
+        .await
+        .expect_err("no etcd, no lock");
+    assert!(err.is_connectivity(), "{err:?}");
+    within("restart", WAIT, etcd.restart(0))
+        .await
+        .expect("restart");
+    let direct = connect(etcd.endpoints()).await;
+    assert!(queue(&direct, name).await.is_empty());
+    let g = within("lock after restart", WAIT, client.lock(name))
+        .await
+        .expect("the client works again");
+    g.release().await.expect("release");
 }
 
 /// Locking a name again on a session right after dropping its guard (its
@@ -940,20 +994,33 @@ async fn is_owner_makes_a_raw_txn_conditional_on_holding_the_lock() {
 
 /// Cut off from etcd, a guard's `lost()` fires before etcd expires its key
 /// (so before anyone else could get the lock); once the network is back,
-/// `release()` reports the loss instead of success.
+/// `release()` reports the loss instead of success. TTL 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_before_the_key_expires_and_release_then_reports_the_loss() {
+    lost_before_expiry("lost/signal-2s", 2).await;
+}
+
+/// The same with a 5 s TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_fires_before_the_key_expires_with_a_5s_ttl() {
+    lost_before_expiry("lost/signal-5s", 5).await;
+}
+
+async fn lost_before_expiry(name: &str, ttl: u64) {
     let etcd = start_etcd().await;
     let direct = connect(etcd.endpoints()).await;
     let proxy = Proxy::start(etcd.client_addr(0))
         .await
         .expect("start proxy");
     let cut_off = connect_through(&proxy).await;
-    let name = "lost/signal";
-    let guard = within("lock", WAIT, cut_off.lock(name).ttl(Duration::from_secs(2)))
-        .await
-        .expect("lock");
-    assert_eq!(guard.ttl(), Duration::from_secs(2));
+    let guard = within(
+        "lock",
+        WAIT,
+        cut_off.lock(name).ttl(Duration::from_secs(ttl)),
+    )
+    .await
+    .expect("lock");
+    assert_eq!(guard.ttl(), Duration::from_secs(ttl));
     let key = guard.key().to_owned();
     // Cut only once a keepalive was answered, so the lost deadline comes
     // from the keepalive round trip rather than from the grant.
@@ -1012,7 +1079,7 @@ async fn lost_fires_before_the_key_expires_and_release_then_reports_the_loss() {
         "lost() must fire before the key disappears from etcd"
     );
     eprintln!(
-        "lost {:?} after the cut, the key gone {:?} later (still seen after lost: {seen_after_lost})",
+        "TTL {ttl} s: lost {:?} after the cut, the key gone {:?} later (still seen after lost: {seen_after_lost})",
         lost_at - blackholed,
         gone_at - lost_at
     );
