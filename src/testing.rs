@@ -1708,3 +1708,39 @@ impl TestCerts {
         self.file("client.key")
     }
 }
+
+/// Awaits `fut`, panicking with a message naming `what` if it has no
+/// outcome within `limit`: a test step that hangs fails instead.
+///
+/// # Panics
+/// When `limit` passes first.
+pub async fn within<F: std::future::IntoFuture>(what: &str, limit: Duration, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no outcome within {limit:?}"),
+    }
+}
+
+/// Checks `cond` every 20 ms until it holds; panics after `limit`. The way
+/// to wait for a condition in a test, instead of sleeping and hoping.
+///
+/// # Panics
+/// When `cond` does not hold within `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(true) = tokio::time::timeout(left, cond()).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

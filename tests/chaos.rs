@@ -75,7 +75,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode};
+use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
 use locker::wire::etcdserverpb as pb;
 use locker::{Client, Error, LeaseId, LockGuard, Session};
 use tokio::time::{Instant, timeout};
@@ -97,33 +97,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Timeouts of every client under test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Awaits `fut`, failing the test if it has no outcome within `limit`.
-async fn within<F: IntoFuture>(what: &str, limit: Duration, fut: F) -> F::Output {
-    match timeout(limit, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: no outcome within {limit:?}"),
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds; fails the test after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if let Ok(true) = timeout(left, cond()).await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A client with its own connections to `endpoints` and the short timeouts
 /// of the fault tests.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode};
+use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
 use locker::wire::etcdserverpb as pb;
 use locker::{
     Client, Error, KeyValue, LockEvent, LockGuard, LockWatch, LostReason, Revision, Session,
@@ -20,7 +20,7 @@ use locker::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -58,33 +58,6 @@ async fn connect_through(proxy: &Proxy) -> Client {
     within("connect through the proxy", WAIT, builder.connect())
         .await
         .expect("connect to etcd through the proxy")
-}
-
-/// Awaits `fut`, failing the test if it has no outcome within `limit`.
-async fn within<F: IntoFuture>(what: &str, limit: Duration, fut: F) -> F::Output {
-    match timeout(limit, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: no outcome within {limit:?}"),
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds; fails the test after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if let Ok(true) = timeout(left, cond()).await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The keys queued for lock `name`, oldest first, read directly from etcd.
