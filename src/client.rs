@@ -646,6 +646,12 @@ impl Client {
             };
             match failure {
                 Failure::Fatal(e) => return Err(e),
+                Failure::Reauth if path == paths::AUTHENTICATE => {
+                    return Err(Error::AuthFailed {
+                        endpoint: ep.url.clone(),
+                        message: "etcd refused to authenticate (invalid auth token)".into(),
+                    });
+                }
                 Failure::Reauth => {
                     self.reauth_once(&mut reauthed, &ep.url).await?;
                     plan.push(i);
@@ -726,7 +732,12 @@ impl Client {
             // The first message goes in before the call: etcd answers a
             // stream's headers only once it has something to say.
             let _ = tx.try_send(msg);
-            let req = self.request(ReceiverStream::new(rx));
+            let mut req = self.request(ReceiverStream::new(rx));
+            // Ask etcd to refuse, and later cancel, the stream when this
+            // member has no leader: a watch or keepalive there would never
+            // hear of the cluster's changes.
+            req.metadata_mut()
+                .insert("hasleader", AsciiMetadataValue::from_static("true"));
             let outcome = tokio::time::timeout(timeout, call(ep.channel.clone(), req)).await;
             let status = match &outcome {
                 Ok(Ok(_)) => "OK".to_owned(),
@@ -982,9 +993,7 @@ fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
         Code::Unavailable
             if msg.contains("no leader")
                 || msg.contains("not capable")
-                || msg.contains("too many requests")
-                || msg.contains("server stopped")
-                || msg.contains("not leader") =>
+                || msg.contains("too many requests") =>
         {
             Failure::Busy(msg.to_owned())
         }
@@ -1163,7 +1172,8 @@ impl Client {
     }
 
     /// Deletes one key; returns how many keys were deleted (0 or 1).
-    /// Wire calls: one `KV/DeleteRange`.
+    /// Wire calls: one `KV/DeleteRange`; it is not resent once it may have
+    /// reached etcd (a late copy could delete a key written since).
     ///
     /// # Errors
     /// Network and server errors.
@@ -1176,9 +1186,12 @@ impl Client {
             ..Default::default()
         };
         let resp = self
-            .unary(paths::DELETE_RANGE, Retry::Safe, req, |ch, r| async move {
-                KvClient::new(ch).delete_range(r).await
-            })
+            .unary(
+                paths::DELETE_RANGE,
+                Retry::IfNotSent,
+                req,
+                |ch, r| async move { KvClient::new(ch).delete_range(r).await },
+            )
             .await?;
         header(paths::DELETE_RANGE, resp.header)?;
         Ok(resp.deleted)

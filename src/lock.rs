@@ -207,6 +207,12 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         Err(e) => return Err(e),
     };
     let rev = crate::client::header(crate::client::paths::TXN, resp.header)?.revision;
+    if rev <= 0 {
+        return Err(Error::Protocol {
+            path: crate::client::paths::TXN,
+            detail: format!("the lock transaction answered at revision {rev}"),
+        });
+    }
     if resp.succeeded {
         // The queue was empty: my key is the holder.
         let me = KeyValue {
@@ -244,7 +250,13 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         Revision(rev)
     } else {
         match range_resp(inner, 0)?.kvs.first() {
-            Some(kv) => Revision(kv.create_revision),
+            Some(kv) if kv.create_revision > 0 => Revision(kv.create_revision),
+            Some(kv) => {
+                return Err(Error::Protocol {
+                    path: crate::client::paths::TXN,
+                    detail: format!("my lock key has create revision {}", kv.create_revision),
+                });
+            }
             None => Revision(0), // only_if_free and someone else is queued
         }
     };
@@ -555,8 +567,10 @@ impl LockGuard {
             }
             Release::DeleteKey => {
                 let lost = self.session.lost();
-                // The name stays reserved until its key is known to be gone,
-                // so a new lock of it on this session cannot take the key over.
+                // Until its key is known to be gone, the name is marked: a new
+                // lock of it on this session first deletes this key, even if
+                // this future is dropped before the answer.
+                self.session.mark_stale(&self.name, Some(self.rev));
                 let deleted = match delete_if_mine(&self.session.client, &self.key, self.rev).await
                 {
                     Ok(d) => {
@@ -564,7 +578,6 @@ impl LockGuard {
                         d
                     }
                     Err(e) => {
-                        self.session.mark_stale(&self.name, Some(self.rev));
                         return Err(match lost {
                             Some(r) => self.session.lost_error(r),
                             None => e,
@@ -819,13 +832,15 @@ impl LockRequest {
         let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
         let (session, release) = self.spec.session().await?;
         let stale = session.reserve(&self.spec.name).await?;
-        remove_stale(&session, &self.spec.name, stale).await?;
+        // From here on, a drop or an error removes whatever this request
+        // (or an earlier one, for a stale key) left under its key.
         let cleanup = QueueCleanup {
             session: session.clone(),
             release,
             name: self.spec.name.clone(),
             armed: true,
         };
+        remove_stale(&session, &self.spec.name, stale).await?;
         let value = self.spec.value.clone().unwrap_or_else(default_value);
         let wait = async {
             let q = enqueue(&session, &self.spec.name, &value, false).await?;
@@ -863,10 +878,12 @@ impl LockRequest {
                         let _ = session.revoke().await;
                     }
                     Release::DeleteKey => {
+                        // Marked first, so that a drop of this future while
+                        // the delete is in flight still leaves a note.
+                        session.mark_stale(&self.spec.name, None);
                         let key = lock_key(&self.spec.name, session.lease);
-                        match delete_queued(&session.client, &key).await {
-                            Ok(_) => session.unreserve(&self.spec.name),
-                            Err(_) => session.mark_stale(&self.spec.name, None),
+                        if delete_queued(&session.client, &key).await.is_ok() {
+                            session.unreserve(&self.spec.name);
                         }
                     }
                 }
@@ -943,13 +960,15 @@ impl TryLockRequest {
     async fn run(self) -> Result<TryLock> {
         let (session, release) = self.spec.session().await?;
         let stale = session.reserve(&self.spec.name).await?;
-        remove_stale(&session, &self.spec.name, stale).await?;
+        // From here on, a drop or an error removes whatever this request
+        // (or an earlier one, for a stale key) left under its key.
         let cleanup = QueueCleanup {
             session: session.clone(),
             release,
             name: self.spec.name.clone(),
             armed: true,
         };
+        remove_stale(&session, &self.spec.name, stale).await?;
         let value = self.spec.value.clone().unwrap_or_else(default_value);
         let q = enqueue(&session, &self.spec.name, &value, true).await?;
         match q.owner {

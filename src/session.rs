@@ -57,12 +57,24 @@ pub(crate) enum LeaseState {
 }
 
 impl LeaseState {
-    fn lost(&self) -> Option<LostReason> {
+    /// Lost, judged at `now`: a deadline in the past is a loss even when
+    /// the keepalive task has not run to say so (starved, frozen, gone).
+    fn lost_at(&self, now: Instant) -> Option<LostReason> {
         match self {
             LeaseState::Lost(r) => Some(*r),
+            LeaseState::Alive { deadline } if now >= *deadline => Some(LostReason::Unreachable),
             LeaseState::Alive { .. } => None,
         }
     }
+}
+
+/// The largest TTL etcd grants; answers beyond it are clamped, not trusted.
+const MAX_TTL_SECS: i64 = 9_000_000_000;
+
+/// `at + secs` seconds, for a TTL from an answer (clamped to etcd's range).
+fn plus_ttl(at: Instant, secs: i64) -> Instant {
+    let d = Duration::from_secs(secs.clamp(0, MAX_TTL_SECS) as u64);
+    at.checked_add(d).unwrap_or(at)
 }
 
 /// The shared state behind a [`Session`] and the guards taken on it.
@@ -103,9 +115,9 @@ impl SessionInner {
         let secs = crate::client::ttl_secs(ttl)?;
         let sent = Instant::now();
         let resp = client.lease_grant_raw(secs).await?;
-        let granted = Duration::from_secs(resp.ttl as u64);
+        let granted = Duration::from_secs(resp.ttl.clamp(1, MAX_TTL_SECS) as u64);
         let (state, _) = watch::channel(LeaseState::Alive {
-            deadline: sent + granted,
+            deadline: plus_ttl(sent, resp.ttl),
         });
         let inner = Arc::new(SessionInner {
             client: client.clone(),
@@ -119,7 +131,7 @@ impl SessionInner {
             client.clone(),
             inner.lease,
             granted,
-            sent + granted,
+            plus_ttl(sent, resp.ttl),
             inner.state.clone(),
         ));
         *inner.keepalive.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -127,14 +139,16 @@ impl SessionInner {
     }
 
     pub(crate) fn lost(&self) -> Option<LostReason> {
-        self.state.borrow().lost()
+        self.state.borrow().lost_at(Instant::now())
     }
 
     /// The local time until which the lease is known to be alive.
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
         match *self.state.borrow() {
-            LeaseState::Alive { deadline } => Some(deadline.into_std()),
-            LeaseState::Lost(_) => None,
+            LeaseState::Alive { deadline } if deadline > Instant::now() => {
+                Some(deadline.into_std())
+            }
+            _ => None,
         }
     }
 
@@ -264,14 +278,17 @@ impl SessionInner {
     /// Returns whether the lease still existed.
     pub(crate) async fn revoke(&self) -> Result<bool> {
         let was = self.lost();
-        self.stop_keepalive();
-        self.state
-            .send_replace(LeaseState::Lost(LostReason::Closed));
         if was == Some(LostReason::Closed) {
             return Err(Error::SessionClosed);
         }
-        let existed = self.client.lease_revoke(self.lease).await?;
-        Ok(existed && was.is_none())
+        self.stop_keepalive();
+        // Closed is recorded only once the revoke has an answer: if this
+        // future is dropped meanwhile, the drop of the session revokes in
+        // the background instead.
+        let r = self.client.lease_revoke(self.lease).await;
+        self.state
+            .send_replace(LeaseState::Lost(LostReason::Closed));
+        Ok(r? && was.is_none())
     }
 }
 
@@ -296,12 +313,23 @@ impl Drop for SessionInner {
 
 pub(crate) async fn wait_lost(rx: &mut watch::Receiver<LeaseState>) -> LostReason {
     loop {
-        if let Some(r) = rx.borrow_and_update().lost() {
+        let state = *rx.borrow_and_update();
+        if let Some(r) = state.lost_at(Instant::now()) {
             return r;
         }
-        if rx.changed().await.is_err() {
-            // The session is gone: treat as closed.
-            return LostReason::Closed;
+        let LeaseState::Alive { deadline } = state else {
+            continue;
+        };
+        // The deadline is checked here too, not only by the keepalive task:
+        // the signal must fire on time even if that task cannot run.
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The session is gone: treat as closed.
+                    return LostReason::Closed;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return LostReason::Unreachable,
         }
     }
 }
@@ -328,9 +356,12 @@ async fn keepalive_loop(
             _ = tokio::time::sleep_until(deadline) => Some(LostReason::Unreachable),
             _ = tokio::time::sleep_until(next_send) => {
                 next_send = Instant::now() + period;
-                if in_flight.len() > 1 {
-                    // A whole period without an answer: the connection is
-                    // probably dead. Try another stream (another endpoint).
+                if !in_flight.is_empty() {
+                    // A keepalive went a whole period without an answer
+                    // (normally it takes milliseconds): the connection or
+                    // the member is probably dead. Try another stream on
+                    // another endpoint, with a period to spare before the
+                    // deadline.
                     if let Some(s) = stream.take() {
                         client.mark_down(s.endpoint());
                     }
@@ -355,6 +386,12 @@ async fn keepalive_loop(
                         );
                         tokio::select! {
                             _ = tokio::time::sleep_until(deadline) => {}
+                            // An endpoint that does not answer the open
+                            // within a period is given up for another.
+                            _ = tokio::time::sleep(period) => {
+                                client.mark_down(&client.preferred_endpoint());
+                                next_send = Instant::now();
+                            }
                             r = open => match r {
                                 Ok(s) => {
                                     stream = Some(s);
@@ -379,7 +416,9 @@ async fn keepalive_loop(
                         Some(LostReason::Expired)
                     } else {
                         if let Some(sent) = sent {
-                            let d = sent + Duration::from_secs(resp.ttl as u64);
+                            // Never trust an answer beyond the granted TTL.
+                            let secs = resp.ttl.min(ttl.as_secs() as i64);
+                            let d = plus_ttl(sent, secs);
                             if d > deadline {
                                 deadline = d;
                                 state.send_replace(LeaseState::Alive { deadline });
@@ -389,7 +428,9 @@ async fn keepalive_loop(
                     }
                 }
                 Ok(None) | Err(_) => {
-                    stream = None;
+                    if let Some(s) = stream.take() {
+                        client.mark_down(s.endpoint());
+                    }
                     in_flight.clear();
                     next_send = Instant::now() + Duration::from_millis(100).min(period);
                     None
@@ -398,7 +439,7 @@ async fn keepalive_loop(
         };
         if let Some(reason) = lost {
             state.send_if_modified(|s| {
-                if s.lost().is_none() {
+                if matches!(s, LeaseState::Alive { .. }) {
                     *s = LeaseState::Lost(reason);
                     true
                 } else {

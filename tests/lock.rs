@@ -1414,6 +1414,123 @@ async fn watch_lock_resyncs_when_its_resume_revision_was_compacted() {
     assert_eq!(seen[1..], after[..], "every later transition exactly once");
 }
 
+/// The lost signal is judged by the clock, not only by the keepalive task:
+/// after the whole runtime stalled past the deadline (a frozen process, a
+/// starved task), the guard reports the loss at once and writes nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_runtime_sees_its_lock_lost_at_once() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let g = within(
+        "lock",
+        WAIT,
+        client.lock("stall/x").ttl(Duration::from_secs(2)),
+    )
+    .await
+    .expect("lock");
+    assert!(!g.is_lost());
+    // The fault: block the only runtime thread past the deadline, so the
+    // keepalive task cannot run.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(g.is_lost(), "the deadline passed while the runtime stalled");
+    assert_eq!(g.deadline(), None);
+    let lost = within("lost()", Duration::from_millis(100), g.lost()).await;
+    assert_eq!(lost, LostReason::Unreachable);
+    let err = within("put", WAIT, g.put("stall/data", "x"))
+        .await
+        .expect_err("a write after the deadline");
+    assert!(err.is_lost(), "{err:?}");
+}
+
+/// One silent endpoint among healthy ones does not cost the lock: the
+/// keepalive moves to another endpoint before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keepalive_moves_off_a_silent_endpoint_in_time() {
+    let etcd = start_etcd().await;
+    let p1 = Proxy::start(etcd.client_addr(0)).await.expect("proxy 1");
+    let p2 = Proxy::start(etcd.client_addr(0)).await.expect("proxy 2");
+    let client = within(
+        "connect",
+        WAIT,
+        Client::builder()
+            .endpoints([p1.url(), p2.url()])
+            .connect_timeout(Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(1))
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    let ttl = Duration::from_secs(3);
+    let g = within("lock", WAIT, client.lock("silent/x").ttl(ttl))
+        .await
+        .expect("lock");
+    let granted = g.deadline().expect("alive");
+    wait_until("a keepalive was answered", WAIT, || async {
+        g.deadline().is_some_and(|d| d > granted)
+    })
+    .await;
+    p1.set_mode(ProxyMode::Blackhole);
+    let cut = std::time::Instant::now();
+    // Alive past the point where the old deadline would have run out: a
+    // keepalive sent after the cut was answered through the other proxy.
+    wait_until("a keepalive answered after the cut", WAIT, || async {
+        g.deadline().is_some_and(|d| d > cut + ttl)
+    })
+    .await;
+    assert!(!g.is_lost());
+    within("release", WAIT, g.release()).await.expect("release");
+}
+
+/// A session lock request that times out while etcd is unreachable, and is
+/// then dropped while it cleans up, leaves the name usable: the next lock
+/// of it on the session first removes what is left, then queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lock_cancelled_during_its_cleanup_leaves_the_name_usable() {
+    let etcd = start_etcd().await;
+    let direct = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let client = connect_through(&proxy).await;
+    let session = within("session", WAIT, client.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    let name = "cancel-cleanup/x";
+    let holder = within("lock", WAIT, direct.lock(name)).await.expect("lock");
+    let attempt = session.lock(name).timeout(Duration::from_millis(800));
+    let outcome = tokio::time::timeout(Duration::from_millis(1500), async {
+        let queued = async {
+            wait_queued(&direct, name, 2).await;
+            proxy.set_mode(ProxyMode::Blackhole);
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            r = attempt => r.map(|_| ()),
+            _ = queued => unreachable!(),
+        }
+    })
+    .await;
+    // Either the outer timeout dropped the request while it was cleaning
+    // up, or its cleanup failed: both must leave the name usable.
+    assert!(outcome.is_err() || outcome.is_ok_and(|r| r.is_err()));
+    proxy.set_mode(ProxyMode::Pass);
+    let next = tokio::spawn({
+        let lock = session.lock(name);
+        async move { lock.await }
+    });
+    within("release", WAIT, holder.release())
+        .await
+        .expect("release");
+    let g = within("the next request", WAIT, next)
+        .await
+        .expect("task")
+        .expect("the name is usable again");
+    assert_eq!(
+        queue(&direct, name).await.len(),
+        1,
+        "one key, the new holder's"
+    );
+    g.release().await.expect("release");
+}
+
 // ---------------------------------------------------------------------------
 // Interoperability with etcd's own tools
 // ---------------------------------------------------------------------------
