@@ -60,6 +60,14 @@ async fn connect_through(proxy: &Proxy) -> Client {
         .expect("connect to etcd through the proxy")
 }
 
+/// Asserts that nobody holds lock `name`.
+async fn assert_free(client: &Client, name: &str) {
+    let holder = within("holder", WAIT, client.holder(name))
+        .await
+        .expect("holder");
+    assert_eq!(holder, None, "{name} is still held");
+}
+
 /// The keys queued for lock `name`, oldest first, read directly from etcd.
 async fn queue(client: &Client, name: &str) -> Vec<KeyValue> {
     let (mut kvs, _) = within(
@@ -461,12 +469,7 @@ async fn a_waiter_whose_key_vanished_while_waiting_is_not_granted() {
         Ok(g) => panic!("a waiter whose key was gone got the lock: {g:?}"),
         Err(e) => assert!(e.is_lost(), "expected LockLost or LeaseExpired, got {e:?}"),
     }
-    assert_eq!(
-        within("holder", WAIT, direct.holder(name))
-            .await
-            .expect("holder"),
-        None
-    );
+    assert_free(&direct, name).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1144,12 +1147,7 @@ async fn dropping_a_pending_lock_leaves_nothing_queued() {
     within("release", WAIT, holder.release())
         .await
         .expect("release");
-    assert_eq!(
-        within("holder", WAIT, client.holder(name))
-            .await
-            .expect("holder"),
-        None
-    );
+    assert_free(&client, name).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1212,12 +1210,7 @@ async fn holder_reports_none_when_free_and_the_holder_when_held() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints()).await;
     let name = "holder/inspect";
-    assert_eq!(
-        within("holder", WAIT, client.holder(name))
-            .await
-            .expect("holder"),
-        None
-    );
+    assert_free(&client, name).await;
     let ttl = Duration::from_secs(10);
     let g = within("lock", WAIT, client.lock(name).ttl(ttl).value("me:42"))
         .await
@@ -1237,12 +1230,7 @@ async fn holder_reports_none_when_free_and_the_holder_when_held() {
         "ttl_left {left:?} within (0, {ttl:?}]"
     );
     within("release", WAIT, g.release()).await.expect("release");
-    assert_eq!(
-        within("holder", WAIT, client.holder(name))
-            .await
-            .expect("holder"),
-        None
-    );
+    assert_free(&client, name).await;
 }
 
 // ---------------------------------------------------------------------------
