@@ -61,6 +61,22 @@ pub struct WireRecord {
     pub latency: Option<Duration>,
 }
 
+impl WireRecord {
+    /// A record of `kind` with empty summaries, status `OK` and no latency,
+    /// for the call sites to fill in.
+    pub(crate) fn new(endpoint: &str, path: &'static str, kind: WireKind) -> WireRecord {
+        WireRecord {
+            endpoint: endpoint.to_owned(),
+            path,
+            kind,
+            request: String::new(),
+            response: String::new(),
+            status: "OK".to_owned(),
+            latency: None,
+        }
+    }
+}
+
 impl fmt::Display for WireRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {

@@ -286,22 +286,21 @@ impl ClientBuilder {
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
-        #[cfg(feature = "tls")]
+        let urls = self
+            .endpoints
+            .iter()
+            .map(|raw| Ok((raw, normalize_endpoint(raw)?)))
+            .collect::<Result<Vec<_>>>()?;
         // Certificate files are checked even for http:// endpoints: a bad
         // path is reported at once, not when an https endpoint is added.
-        let tls = if self.tls.is_set()
-            || self
-                .endpoints
-                .iter()
-                .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
-        {
+        #[cfg(feature = "tls")]
+        let tls = if self.tls.is_set() || urls.iter().any(|(_, u)| u.starts_with("https://")) {
             Some(self.tls.config()?)
         } else {
             None
         };
         let mut eps = Vec::new();
-        for raw in &self.endpoints {
-            let url = normalize_endpoint(raw)?;
+        for (raw, url) in urls {
             if eps.iter().any(|e: &Ep| e.url == url) {
                 continue;
             }
@@ -594,44 +593,27 @@ impl Client {
                 tokio::time::timeout(timeout, call(ep.channel.clone(), self.request(msg.clone())))
                     .await;
             let latency = started.elapsed();
+            let record = |response: String, status: String| WireRecord {
+                request: msg.describe(),
+                response,
+                status,
+                latency: Some(latency),
+                ..WireRecord::new(&ep.url, path, WireKind::Unary)
+            };
             let failure = match outcome {
                 Ok(Ok(resp)) => {
                     let resp = resp.into_inner();
-                    self.audit(|| WireRecord {
-                        endpoint: ep.url.clone(),
-                        path,
-                        kind: WireKind::Unary,
-                        request: msg.describe(),
-                        response: resp.describe(),
-                        status: "OK".to_owned(),
-                        latency: Some(latency),
-                    });
+                    self.audit(|| record(resp.describe(), "OK".to_owned()));
                     ep.mark_up();
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok(resp);
                 }
                 Ok(Err(status)) => {
-                    self.audit(|| WireRecord {
-                        endpoint: ep.url.clone(),
-                        path,
-                        kind: WireKind::Unary,
-                        request: msg.describe(),
-                        response: String::new(),
-                        status: format!("{:?}: {}", status.code(), status.message()),
-                        latency: Some(latency),
-                    });
+                    self.audit(|| record(String::new(), status_text(&status)));
                     classify(&ep.url, path, &status)
                 }
                 Err(_) => {
-                    self.audit(|| WireRecord {
-                        endpoint: ep.url.clone(),
-                        path,
-                        kind: WireKind::Unary,
-                        request: msg.describe(),
-                        response: String::new(),
-                        status: format!("timeout after {timeout:?}"),
-                        latency: Some(latency),
-                    });
+                    self.audit(|| record(String::new(), format!("timeout after {timeout:?}")));
                     if retry == Retry::IfNotSent {
                         ep.mark_down();
                         return Err(Error::Timeout {
@@ -741,26 +723,16 @@ impl Client {
             let outcome = tokio::time::timeout(timeout, call(ep.channel.clone(), req)).await;
             let status = match &outcome {
                 Ok(Ok(_)) => "OK".to_owned(),
-                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Ok(Err(s)) => status_text(s),
                 Err(_) => format!("timeout after {timeout:?}"),
             };
             self.audit(|| WireRecord {
-                endpoint: ep.url.clone(),
-                path,
-                kind: WireKind::StreamOpen,
-                request: String::new(),
-                response: String::new(),
                 status,
-                latency: None,
+                ..WireRecord::new(&ep.url, path, WireKind::StreamOpen)
             });
             self.audit(|| WireRecord {
-                endpoint: ep.url.clone(),
-                path,
-                kind: WireKind::StreamSend,
                 request: summary,
-                response: String::new(),
-                status: "OK".to_owned(),
-                latency: None,
+                ..WireRecord::new(&ep.url, path, WireKind::StreamSend)
             });
             let failure = match outcome {
                 Ok(Ok(resp)) => {
@@ -814,13 +786,8 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
     /// Queues a message; fails only when the stream is gone.
     pub(crate) async fn send(&self, msg: Req) -> Result<()> {
         self.client.audit(|| WireRecord {
-            endpoint: self.endpoint.clone(),
-            path: self.path,
-            kind: WireKind::StreamSend,
             request: msg.describe(),
-            response: String::new(),
-            status: "OK".to_owned(),
-            latency: None,
+            ..self.record(WireKind::StreamSend)
         });
         self.tx.send(msg).await.map_err(|_| Error::Ambiguous {
             endpoint: self.endpoint.clone(),
@@ -837,13 +804,8 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
         match self.rx.message().await {
             Ok(Some(m)) => {
                 self.client.audit(|| WireRecord {
-                    endpoint: self.endpoint.clone(),
-                    path: self.path,
-                    kind: WireKind::StreamRecv,
-                    request: String::new(),
                     response: m.describe(),
-                    status: "OK".to_owned(),
-                    latency: None,
+                    ..self.record(WireKind::StreamRecv)
                 });
                 Ok(Some(m))
             }
@@ -852,7 +814,7 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
                 Ok(None)
             }
             Err(status) => {
-                self.close_record(format!("{:?}: {}", status.code(), status.message()));
+                self.close_record(status_text(&status));
                 Err(match classify(&self.endpoint, self.path, &status) {
                     Failure::Fatal(e) => e,
                     Failure::NotEtcd(detail) => Error::NotEtcd {
@@ -875,17 +837,21 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
         }
     }
 
+    fn record(&self, kind: WireKind) -> WireRecord {
+        WireRecord::new(&self.endpoint, self.path, kind)
+    }
+
     fn close_record(&self, status: String) {
         self.client.audit(|| WireRecord {
-            endpoint: self.endpoint.clone(),
-            path: self.path,
-            kind: WireKind::StreamClose,
-            request: String::new(),
-            response: String::new(),
             status,
-            latency: None,
+            ..self.record(WireKind::StreamClose)
         });
     }
+}
+
+/// A status as audit records show it: code and message.
+fn status_text(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 /// Walks an error's sources looking for a failure to connect.
@@ -1343,16 +1309,18 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The largest lease TTL etcd grants, in seconds.
+pub(crate) const MAX_TTL_SECS: i64 = 9_000_000_000;
+
 /// A TTL in whole seconds, rounded up; at least 1 s and within etcd's limit.
 pub(crate) fn ttl_secs(ttl: Duration) -> Result<i64> {
-    const MAX_TTL_SECS: u64 = 9_000_000_000;
     if ttl.is_zero() {
         return Err(Error::invalid("the TTL must be at least one second"));
     }
     let secs = ttl
         .as_secs()
         .saturating_add(u64::from(ttl.subsec_nanos() > 0));
-    if secs > MAX_TTL_SECS {
+    if secs > MAX_TTL_SECS as u64 {
         return Err(Error::invalid(format!(
             "the TTL must be at most {MAX_TTL_SECS} s (etcd's limit)"
         )));

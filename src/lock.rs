@@ -39,7 +39,7 @@ use crate::client::{Client, Retry, prefix_end};
 use crate::error::{Error, Result};
 use crate::session::{LostReason, SessionInner, StaleKey};
 use crate::types::{Holder, KeyValue, LeaseId, Revision};
-use crate::watch::{exists_at, wait_deleted};
+use crate::watch::{key_exists, wait_deleted};
 use crate::wire::etcdserverpb as pb;
 use pb::compare::{CompareResult, CompareTarget, TargetUnion};
 use pb::range_request::{SortOrder, SortTarget};
@@ -352,7 +352,10 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             Ok(Some(gone_at)) if pred_is_holder => {
                 // My own key must still have existed then (a lease revoked
                 // behind my back shows here); one serializable read.
-                if exists_at(&s.client, key.as_bytes(), my_rev, gone_at.0).await? {
+                if key_exists(&s.client, key.as_bytes(), my_rev, gone_at.0)
+                    .await?
+                    .0
+                {
                     return Ok(());
                 }
                 serializable = false;
@@ -753,6 +756,25 @@ impl Spec {
         }
     }
 
+    /// The start shared by a lock and a try-lock: get the session, reserve
+    /// the name on it, remove what an earlier request left under the key.
+    /// Returns the session, how to release, the armed cleanup and the value.
+    async fn prepare(&self) -> Result<(Arc<SessionInner>, Release, QueueCleanup, Vec<u8>)> {
+        let (session, release) = self.session().await?;
+        let stale = session.reserve(&self.name).await?;
+        // From here on, a drop or an error removes whatever this request
+        // (or an earlier one, for a stale key) left under its key.
+        let cleanup = QueueCleanup {
+            session: session.clone(),
+            release,
+            name: self.name.clone(),
+            armed: true,
+        };
+        remove_stale(&session, &self.name, stale).await?;
+        let value = self.value.clone().unwrap_or_else(default_value);
+        Ok((session, release, cleanup, value))
+    }
+
     fn guard(
         self,
         session: Arc<SessionInner>,
@@ -830,18 +852,7 @@ impl LockRequest {
     async fn run(self) -> Result<LockGuard> {
         // A timeout too large to add to the clock is no timeout.
         let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
-        let (session, release) = self.spec.session().await?;
-        let stale = session.reserve(&self.spec.name).await?;
-        // From here on, a drop or an error removes whatever this request
-        // (or an earlier one, for a stale key) left under its key.
-        let cleanup = QueueCleanup {
-            session: session.clone(),
-            release,
-            name: self.spec.name.clone(),
-            armed: true,
-        };
-        remove_stale(&session, &self.spec.name, stale).await?;
-        let value = self.spec.value.clone().unwrap_or_else(default_value);
+        let (session, release, cleanup, value) = self.spec.prepare().await?;
         let wait = async {
             let q = enqueue(&session, &self.spec.name, &value, false).await?;
             let mine = q.owner.as_ref().is_some_and(|o| o.create_revision == q.rev);
@@ -958,18 +969,7 @@ impl TryLockRequest {
     }
 
     async fn run(self) -> Result<TryLock> {
-        let (session, release) = self.spec.session().await?;
-        let stale = session.reserve(&self.spec.name).await?;
-        // From here on, a drop or an error removes whatever this request
-        // (or an earlier one, for a stale key) left under its key.
-        let cleanup = QueueCleanup {
-            session: session.clone(),
-            release,
-            name: self.spec.name.clone(),
-            armed: true,
-        };
-        remove_stale(&session, &self.spec.name, stale).await?;
-        let value = self.spec.value.clone().unwrap_or_else(default_value);
+        let (session, release, cleanup, value) = self.spec.prepare().await?;
         let q = enqueue(&session, &self.spec.name, &value, true).await?;
         match q.owner {
             Some(owner) if q.rev.0 != 0 && owner.create_revision == q.rev => {

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{BiStream, Client, paths};
+use crate::client::{BiStream, Client, MAX_TTL_SECS, paths};
 use crate::error::{Error, Result};
 use crate::lock::{LockRequest, TryLockRequest};
 use crate::types::{LeaseId, Revision};
@@ -68,10 +68,8 @@ impl LeaseState {
     }
 }
 
-/// The largest TTL etcd grants; answers beyond it are clamped, not trusted.
-const MAX_TTL_SECS: i64 = 9_000_000_000;
-
-/// `at + secs` seconds, for a TTL from an answer (clamped to etcd's range).
+/// `at + secs` seconds, for a TTL from an answer (clamped to etcd's range:
+/// answers beyond it are not trusted).
 fn plus_ttl(at: Instant, secs: i64) -> Instant {
     let d = Duration::from_secs(secs.clamp(0, MAX_TTL_SECS) as u64);
     at.checked_add(d).unwrap_or(at)

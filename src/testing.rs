@@ -1744,3 +1744,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A loopback address with nothing listening on it, for "connection
+/// refused" tests. It is on 127.0.0.3, where no server of this harness
+/// listens (they all use 127.0.0.1), so no other test can take the port
+/// between its release here and its use.
+///
+/// # Panics
+/// If no port can be bound on 127.0.0.3.
+#[must_use]
+pub fn closed_port() -> SocketAddr {
+    let l = StdTcpListener::bind((Ipv4Addr::new(127, 0, 0, 3), 0))
+        .expect("bind a free port on 127.0.0.3");
+    l.local_addr().expect("the bound address")
+}

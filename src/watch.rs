@@ -83,7 +83,7 @@ pub(crate) async fn wait_deleted(
         let resp = tokio::select! {
             r = stream.recv() => r?.ok_or_else(stream_ended)?,
             _ = sleep_opt(poll) => {
-                let (exists, now) = read_now(client, key, create_rev).await?;
+                let (exists, now) = key_exists(client, key, create_rev, 0).await?;
                 if !exists {
                     return Ok(Some(now));
                 }
@@ -100,11 +100,11 @@ pub(crate) async fn wait_deleted(
             // once now: it may be gone already, and if the store has not
             // moved since `created`, the watch is surely synced.
             let created = resp.header.as_ref().map_or(i64::MAX, |h| h.revision);
-            let (exists, now) = read_now(client, key, create_rev).await?;
+            let (exists, now) = key_exists(client, key, create_rev, 0).await?;
             if !exists {
                 return Ok(Some(now));
             }
-            if now.0 < created && !exists_at(client, key, create_rev, created).await? {
+            if now.0 < created && !key_exists(client, key, create_rev, created).await?.0 {
                 // A member behind the watch's: ask at the watch's revision.
                 return Ok(Some(Revision(created)));
             }
@@ -133,52 +133,35 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
-/// Whether `key` (created at `create_rev`) exists now, and the revision
-/// read at (serializable: a member that is behind may still show the key,
-/// which only means waiting on).
-async fn read_now(client: &Client, key: &[u8], create_rev: Revision) -> Result<(bool, Revision)> {
-    let resp = client
-        .range(pb::RangeRequest {
-            key: key.to_vec(),
-            serializable: true,
-            ..Default::default()
-        })
-        .await?;
+/// Whether `key` (created at `create_rev`) exists at revision `at` (0: the
+/// newest), with the revision the answering member was at.
+///
+/// A serializable read: a member that is behind may still show the key,
+/// which only means waiting on. If that member has not applied `at` yet (or
+/// compacted it), a linearizable read of the newest state answers instead:
+/// a newer state is as good, since the caller's watch covers every change
+/// after `at`.
+pub(crate) async fn key_exists(
+    client: &Client,
+    key: &[u8],
+    create_rev: Revision,
+    at: i64,
+) -> Result<(bool, Revision)> {
+    let read = |revision, serializable| pb::RangeRequest {
+        key: key.to_vec(),
+        revision,
+        serializable,
+        ..Default::default()
+    };
+    let resp = match client.range(read(at, true)).await {
+        Err(Error::Etcd { .. }) if at != 0 => client.range(read(0, false)).await?,
+        r => r?,
+    };
     let exists = resp
         .kvs
         .first()
         .is_some_and(|kv| kv.create_revision == create_rev.0);
     Ok((exists, Revision(resp.header.map_or(0, |h| h.revision))))
-}
-
-/// Whether `key` (created at `create_rev`) still existed at revision `rev`.
-/// A serializable read at that revision; if the member at hand has not
-/// applied `rev` yet (or compacted it), a linearizable read of the latest
-/// state answers instead (a newer state is as good: the watch covers every
-/// change after `rev`).
-pub(crate) async fn exists_at(
-    client: &Client,
-    key: &[u8],
-    create_rev: Revision,
-    rev: i64,
-) -> Result<bool> {
-    let req = pb::RangeRequest {
-        key: key.to_vec(),
-        revision: rev,
-        serializable: true,
-        ..Default::default()
-    };
-    match client.range(req).await {
-        Ok(r) => Ok(r
-            .kvs
-            .first()
-            .is_some_and(|kv| kv.create_revision == create_rev.0)),
-        Err(Error::Etcd { .. }) => Ok(client
-            .get(key)
-            .await?
-            .is_some_and(|kv| kv.create_revision == create_rev)),
-        Err(e) => Err(e),
-    }
 }
 
 /// A change of a lock's state, as seen by [`Client::watch_lock`].

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use locker::testing::Etcd;
+use locker::testing::{Etcd, closed_port};
 use locker::wire::etcdserverpb as pb;
 use locker::{Client, Error, MAX_NAME_LEN, MAX_VALUE_LEN, WireRecord};
 use prost::Message;
@@ -36,22 +36,13 @@ const BOUND: Duration = Duration::from_secs(5);
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A loopback port with nothing listening, on 127.0.0.3: test servers all
-/// listen on 127.0.0.1, so no other test can take the freed port.
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr.to_string()
-}
-
 /// A client that is never used on the network (its endpoint is closed),
 /// with a count of the wire records it makes.
 fn offline_client() -> (Client, Arc<AtomicUsize>) {
     let records = Arc::new(AtomicUsize::new(0));
     let seen = records.clone();
     let client = Client::builder()
-        .endpoints([closed_port()])
+        .endpoints([closed_port().to_string()])
         .request_timeout(REQUEST_TIMEOUT)
         .audit(move |_: &WireRecord| {
             seen.fetch_add(1, Ordering::SeqCst);
@@ -396,7 +387,7 @@ async fn one_bad_endpoint_among_good_ones() {
 
 #[tokio::test]
 async fn timeouts_zero() {
-    let ep = closed_port();
+    let ep = closed_port().to_string();
     let err = fails(
         "request timeout 0",
         Client::builder()
@@ -419,7 +410,7 @@ async fn timeouts_zero() {
 
 #[tokio::test]
 async fn nothing_listening() {
-    let ep = closed_port();
+    let ep = closed_port().to_string();
     let err = bad_endpoint("endpoint with nothing listening", vec![ep.clone()]).await;
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.is_connectivity());

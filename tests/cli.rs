@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode};
+use locker::testing::{Etcd, Proxy, ProxyMode, closed_port};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
@@ -261,13 +261,6 @@ async fn keys_under(ep: &str, name: &str) -> Vec<String> {
         .await
         .expect("get_prefix");
     kvs.iter().map(|kv| kv.key_str()).collect()
-}
-
-/// A loopback port nobody listens on, on 127.0.0.3: test servers all use
-/// 127.0.0.1, so no other test can take the freed port.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
-    l.local_addr().unwrap().port()
 }
 
 /// A shell command that says `ready`, then loops until SIGTERM, on which it
@@ -634,7 +627,7 @@ async fn wire_log_prints_one_line_per_wire_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_2_with_one_line() {
     // Nothing listens there: every one of these must fail before connecting.
-    let ep = format!("http://127.0.0.3:{}", closed_port());
+    let ep = format!("http://{}", closed_port());
     let cases: &[&[&str]] = &[
         &["lock", ""],
         &["holder", ""],
@@ -685,8 +678,8 @@ async fn usage_errors_exit_2_with_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_endpoint_exits_69_with_one_line() {
-    let port = closed_port();
-    let ep = format!("http://127.0.0.3:{port}");
+    let addr = closed_port();
+    let ep = format!("http://{addr}");
     for args in [
         &["holder", "x"][..],
         &["lock", "x", "--", "true"],
@@ -700,7 +693,7 @@ async fn unreachable_endpoint_exits_69_with_one_line() {
         .await;
         assert_eq!(r.code, 69, "locker {args:?}: {r:?}");
         assert_one_error_line(&r);
-        assert!(r.stderr.contains(&port.to_string()), "{r:?}");
+        assert!(r.stderr.contains(&addr.port().to_string()), "{r:?}");
         assert_eq!(r.stdout, "");
     }
 }

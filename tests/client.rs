@@ -4,20 +4,11 @@
 
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode};
+use locker::testing::{Etcd, Proxy, ProxyMode, closed_port};
 use locker::{Client, Error, LeaseId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
-
-/// A loopback port with nothing listening, on an address no test server
-/// uses (they all listen on 127.0.0.1), so no other test can take it.
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr.to_string()
-}
 
 /// A server that answers every connection with `reply`.
 async fn fake_server(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<()>) {
@@ -53,7 +44,7 @@ async fn connect_checks_it_talks_to_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_unreachable_and_names_the_endpoint() {
-    let ep = closed_port();
+    let ep = closed_port().to_string();
     let started = Instant::now();
     let err = Client::builder()
         .endpoints([ep.as_str()])

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
+use locker::testing::{Etcd, Proxy, ProxyMode, closed_port, wait_until, within};
 use locker::wire::etcdserverpb as pb;
 use locker::{
     Client, Error, KeyValue, LockEvent, LockGuard, LockWatch, LostReason, Revision, Session,
@@ -1753,19 +1753,14 @@ async fn malformed_endpoints_are_refused() {
 /// timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_is_unreachable_quickly() {
-    // An address no test server listens on (they all use 127.0.0.1), so the
-    // freed port cannot be taken by another test meanwhile.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.3:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let addr = closed_port();
     let connect_timeout = Duration::from_secs(1);
     let started = Instant::now();
     let outcome = within(
         "connect to a closed port",
         WAIT,
         Client::builder()
-            .endpoints([format!("127.0.0.3:{port}")])
+            .endpoints([addr.to_string()])
             .connect_timeout(connect_timeout)
             .request_timeout(connect_timeout)
             .connect(),
@@ -1778,7 +1773,7 @@ async fn a_closed_port_is_unreachable_quickly() {
             assert!(
                 attempts
                     .iter()
-                    .all(|(ep, _)| ep.contains(&port.to_string()))
+                    .all(|(ep, _)| ep.contains(&addr.port().to_string()))
             );
         }
         other => panic!("expected Unreachable, got {other:?}"),
