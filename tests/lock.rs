@@ -8,7 +8,7 @@
 //! Run with `cargo test --features testing --test lock`.
 #![cfg(feature = "testing")]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -362,6 +362,81 @@ async fn waiters_get_the_lock_in_the_order_they_queued() {
         "the lock is granted in queue order"
     );
     assert!(order.windows(2).all(|p| p[0].1 < p[1].1));
+}
+
+/// etcd 3.4 registers a watch as unsynced (its events then come up to
+/// ~100 ms late) when a commit lands while it creates it. A waiter that
+/// finds the store moved past its watch's `created` revision creates
+/// another watch of its predecessor on the same stream, up to three in all,
+/// and then also reads the key at intervals. Here every byte to and from
+/// the waiter is delayed 20 ms while another client commits all the time,
+/// so the store has always moved by the time the waiter reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_watches_again_when_the_store_moved_under_its_watch() {
+    let etcd = start_etcd().await;
+    let direct = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0))
+        .await
+        .expect("start proxy");
+    let recorder = Recorder::default();
+    let slow = connect_recorded(vec![proxy.url()], &recorder).await;
+    let name = "rewatch/moved";
+    let holder = within("lock", WAIT, direct.lock(name).value("H"))
+        .await
+        .expect("lock a free lock");
+
+    // Another client commits all the time, bounded in count and time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (direct.clone(), stop.clone());
+        tokio::spawn(async move {
+            let until = Instant::now() + WAIT;
+            for i in 0..50_000u32 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                    break;
+                }
+                client
+                    .put("rewatch/noise", i.to_string())
+                    .await
+                    .expect("put");
+            }
+        })
+    };
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(20)));
+    let waiter = tokio::spawn(async move { slow.lock(name).value("W").await });
+    let creates = |r: &WireRecord| {
+        r.kind == WireKind::StreamSend && r.path == paths::WATCH && r.request.contains("create")
+    };
+    wait_until("the waiter to create a third watch", WAIT, || async {
+        recorder.count(creates) >= 3
+    })
+    .await;
+    // After the third watch: a read after `created`, then polls.
+    let ranges = recorder.calls(paths::RANGE);
+    wait_until("the waiter to poll its predecessor", WAIT, || async {
+        recorder.calls(paths::RANGE) >= ranges + 2
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    within("the writer stopping", WAIT, writer)
+        .await
+        .expect("writer");
+    proxy.set_mode(ProxyMode::Pass);
+
+    within("release", WAIT, holder.release())
+        .await
+        .expect("release");
+    let w = within("the waiter getting the lock", WAIT, waiter)
+        .await
+        .expect("waiter task")
+        .expect("the waiter gets the lock");
+    assert_eq!(
+        recorder.count(|r| r.kind == WireKind::StreamOpen && r.path == paths::WATCH),
+        1,
+        "the watches share one stream"
+    );
+    assert_eq!(recorder.count(creates), 3, "three watches, no more");
+    within("release", WAIT, w.release()).await.expect("release");
 }
 
 // ---------------------------------------------------------------------------
