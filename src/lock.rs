@@ -123,6 +123,16 @@ fn owner_range(prefix: &str) -> pb::RangeRequest {
     }
 }
 
+/// The two newest keys under `prefix` (by create revision).
+fn newest_two(prefix: &str) -> pb::RangeRequest {
+    pb::RangeRequest {
+        sort_order: SortOrder::Descend as i32,
+        limit: 2,
+        keys_only: true,
+        ..owner_range(prefix)
+    }
+}
+
 fn compare_create(key: &str, rev: Revision) -> pb::Compare {
     pb::Compare {
         result: CompareResult::Equal as i32,
@@ -151,14 +161,18 @@ fn range_resp(path_resp: &pb::TxnResponse, i: usize) -> Result<&pb::RangeRespons
 struct Queued {
     rev: Revision,
     owner: Option<KeyValue>,
+    /// The key queued just before mine, when the transaction created my
+    /// key behind others (it read the two newest keys after its put).
+    pred: Option<KeyValue>,
 }
 
 /// Step 1: create my key if absent and read the holder, in one `Txn`.
 ///
 /// The common case, an empty queue, is a compare and a put: if no key
 /// exists under `{name}/`, put mine, and I hold the lock. Otherwise a nested
-/// transaction puts my key if it is absent and reads the holder (or, when
-/// my key exists already, reads it back). With `only_if_free` (a try-lock)
+/// transaction puts my key if it is absent and reads the holder and the
+/// two newest keys, mine and my predecessor (or, when my key exists
+/// already, reads it back with the holder). With `only_if_free` (a try-lock)
 /// nothing is put when the queue is not empty, so nothing needs cleaning up.
 async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool) -> Result<Queued> {
     let key = lock_key(name, s.lease);
@@ -189,6 +203,7 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
             success: vec![
                 op(Op::RequestPut(put.clone())),
                 op(Op::RequestRange(owner_range(&prefix))),
+                op(Op::RequestRange(newest_two(&prefix))),
             ],
             failure: read_back,
         }))]
@@ -226,6 +241,7 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         return Ok(Queued {
             rev: Revision(rev),
             owner: Some(me),
+            pred: None,
         });
     }
     let inner = if only_if_free {
@@ -246,7 +262,18 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         .first()
         .cloned()
         .map(KeyValue::from);
-    let my_rev = if !only_if_free && inner.succeeded {
+    let created = !only_if_free && inner.succeeded;
+    let pred = if created {
+        // [mine, my predecessor]: mine is the newest key.
+        range_resp(inner, 2)?
+            .kvs
+            .get(1)
+            .cloned()
+            .map(KeyValue::from)
+    } else {
+        None
+    };
+    let my_rev = if created {
         Revision(rev)
     } else {
         match range_resp(inner, 0)?.kvs.first() {
@@ -260,12 +287,24 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
             None => Revision(0), // only_if_free and someone else is queued
         }
     };
-    Ok(Queued { rev: my_rev, owner })
+    Ok(Queued {
+        rev: my_rev,
+        owner,
+        pred,
+    })
 }
 
 /// Step 2: wait until no key older than mine is left. Returns when I hold
 /// the lock; errors when my key vanished (lease lost) or the session ended.
-async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()> {
+///
+/// `known`: my predecessor and whether it was the holder, when the acquire
+/// transaction read them; the first read is then skipped.
+async fn wait_turn(
+    s: &SessionInner,
+    name: &str,
+    my_rev: Revision,
+    mut known: Option<(KeyValue, bool)>,
+) -> Result<()> {
     let key = lock_key(name, s.lease);
     let prefix = lock_prefix(name);
     let mut backoff = Duration::from_millis(50);
@@ -281,74 +320,37 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
         if let Some(r) = s.lost() {
             return Err(s.lost_error(r));
         }
-        // One read-only Txn (no raft commit): my immediate predecessor, my
-        // own key, and the holder.
-        let pred = pb::RangeRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix.as_bytes()),
-            sort_order: SortOrder::Descend as i32,
-            sort_target: SortTarget::Create as i32,
-            max_create_revision: my_rev.0 - 1,
-            limit: 1,
-            serializable,
-            ..Default::default()
-        };
-        let mine = pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            serializable,
-            ..Default::default()
-        };
-        let owner = pb::RangeRequest {
-            serializable,
-            ..owner_range(&prefix)
-        };
-        let req = pb::TxnRequest {
-            compare: vec![],
-            success: vec![
-                op(Op::RequestRange(pred)),
-                op(Op::RequestRange(mine)),
-                op(Op::RequestRange(owner)),
-            ],
-            failure: vec![],
-        };
-        let resp = match s.client.txn(Retry::Safe, req).await {
-            Ok(r) => r,
-            Err(e) if e.is_connectivity() => {
-                // The cluster is unreachable: keep waiting while the lease
-                // may still be alive; the lost signal ends the wait.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-            Err(e) => return Err(e),
+        let (pred_key, pred_rev, pred_is_holder) = match known.take() {
+            Some((pred, is_holder)) => (pred.key, pred.create_revision, is_holder),
+            None => match read_queue(s, &key, &prefix, my_rev, serializable).await {
+                Ok(Queue::Mine) => return Ok(()),
+                Ok(Queue::Behind {
+                    pred_key,
+                    pred_rev,
+                    pred_is_holder,
+                }) => (pred_key, pred_rev, pred_is_holder),
+                Ok(Queue::MyKeyMissing) if serializable => {
+                    serializable = false;
+                    continue;
+                }
+                Ok(Queue::MyKeyMissing) => {
+                    // My key is gone: my lease expired (or someone deleted
+                    // the key) while I waited. I must not take the lock.
+                    return Err(Error::LockLost { key });
+                }
+                Err(e) if e.is_connectivity() => {
+                    // The cluster is unreachable: keep waiting while the
+                    // lease may still be alive; the lost signal ends the wait.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         backoff = Duration::from_millis(50);
-        let still_mine = range_resp(&resp, 1)?
-            .kvs
-            .first()
-            .is_some_and(|kv| kv.create_revision == my_rev.0);
-        if !still_mine {
-            if serializable {
-                serializable = false;
-                continue;
-            }
-            // My key is gone: my lease expired (or someone deleted the key)
-            // while I waited. I must not take the lock.
-            return Err(Error::LockLost { key });
-        }
         serializable = true;
-        let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
-            return Ok(());
-        };
-        // When my predecessor is also the oldest key (the holder), it is
-        // the only key older than mine: once it is gone, the lock is mine
-        // if my key still existed at that revision (keys older than mine
-        // are never created).
-        let pred_is_holder = range_resp(&resp, 2)?
-            .kvs
-            .first()
-            .is_some_and(|o| o.create_revision == pred.create_revision);
-        match wait_deleted(&s.client, &pred.key, Revision(pred.create_revision)).await {
+        match wait_deleted(&s.client, &pred_key, pred_rev).await {
             Ok(Some(gone_at)) if pred_is_holder => {
                 // My own key must still have existed then (a lease revoked
                 // behind my back shows here); one serializable read.
@@ -365,6 +367,83 @@ async fn wait_turn(s: &SessionInner, name: &str, my_rev: Revision) -> Result<()>
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What a read of the queue showed.
+enum Queue {
+    /// No key older than mine: I hold the lock.
+    Mine,
+    /// My key is not there.
+    MyKeyMissing,
+    /// Waiting behind `pred_key` (created at `pred_rev`).
+    Behind {
+        pred_key: Vec<u8>,
+        pred_rev: Revision,
+        pred_is_holder: bool,
+    },
+}
+
+/// One read-only Txn (no raft commit): my immediate predecessor, my own
+/// key, and the holder.
+async fn read_queue(
+    s: &SessionInner,
+    key: &str,
+    prefix: &str,
+    my_rev: Revision,
+    serializable: bool,
+) -> Result<Queue> {
+    let pred = pb::RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        sort_order: SortOrder::Descend as i32,
+        sort_target: SortTarget::Create as i32,
+        max_create_revision: my_rev.0 - 1,
+        limit: 1,
+        serializable,
+        ..Default::default()
+    };
+    let mine = pb::RangeRequest {
+        key: key.as_bytes().to_vec(),
+        serializable,
+        ..Default::default()
+    };
+    let owner = pb::RangeRequest {
+        serializable,
+        ..owner_range(prefix)
+    };
+    let req = pb::TxnRequest {
+        compare: vec![],
+        success: vec![
+            op(Op::RequestRange(pred)),
+            op(Op::RequestRange(mine)),
+            op(Op::RequestRange(owner)),
+        ],
+        failure: vec![],
+    };
+    let resp = s.client.txn(Retry::Safe, req).await?;
+    let still_mine = range_resp(&resp, 1)?
+        .kvs
+        .first()
+        .is_some_and(|kv| kv.create_revision == my_rev.0);
+    if !still_mine {
+        return Ok(Queue::MyKeyMissing);
+    }
+    let Some(pred) = range_resp(&resp, 0)?.kvs.first().cloned() else {
+        return Ok(Queue::Mine);
+    };
+    // When my predecessor is also the oldest key (the holder), it is the
+    // only key older than mine: once it is gone, the lock is mine if my key
+    // still existed at that revision (keys older than mine are never
+    // created).
+    let pred_is_holder = range_resp(&resp, 2)?
+        .kvs
+        .first()
+        .is_some_and(|o| o.create_revision == pred.create_revision);
+    Ok(Queue::Behind {
+        pred_key: pred.key,
+        pred_rev: Revision(pred.create_revision),
+        pred_is_holder,
+    })
 }
 
 /// How a guard gives its lock back.
@@ -798,10 +877,14 @@ impl Spec {
 /// A request to wait for a lock: set options, then `.await` it.
 ///
 /// Wire calls when the lock is free: one `KV/Txn` (plus one
-/// `Lease/LeaseGrant` first for a lock with its own lease). When it is held:
-/// per predecessor that leaves, one `KV/Range` and one `Watch` stream with
-/// its create request; finally one `KV/Range` proving the key is still mine
-/// and first in line.
+/// `Lease/LeaseGrant` first for a lock with its own lease). When it is
+/// held, the same `KV/Txn` queues my key and reads my predecessor; then,
+/// per predecessor, one `Watch` stream on that key with its create request
+/// and one `KV/Range` of the key (up to two more creates and reads on the
+/// same stream when the store moved meanwhile), and one read-only `KV/Txn`
+/// to find the next predecessor when one leaves that was not the holder;
+/// finally one `KV/Range` proving my key was still there when the holder
+/// left. All reads are serializable.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad name, value or TTL;
@@ -857,7 +940,14 @@ impl LockRequest {
             let q = enqueue(&session, &self.spec.name, &value, false).await?;
             let mine = q.owner.as_ref().is_some_and(|o| o.create_revision == q.rev);
             if !mine {
-                wait_turn(&session, &self.spec.name, q.rev).await?;
+                let known = q.pred.map(|p| {
+                    let is_holder = q
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| o.create_revision == p.create_revision);
+                    (p, is_holder)
+                });
+                wait_turn(&session, &self.spec.name, q.rev, known).await?;
             }
             Ok::<Revision, Error>(q.rev)
         };
