@@ -9,7 +9,8 @@
 //! put with a lease, then a delete — the baseline), `session_cycle`,
 //! `lease_cycle`, `contended` (C clients on one name; C = 2, 8, 32 unless
 //! `--clients` is given), `many` (one session holding N distinct locks,
-//! 64 acquisitions in flight, compared with N raw txns at 64 in flight).
+//! 64 acquisitions in flight, compared with N raw txns at 64 in flight, in
+//! alternating rounds).
 //! Commits per op come from etcd's `etcd_server_proposals_committed_total`
 //! on the first endpoint (plain http only), keepalive streams and messages
 //! from its `grpc_server_started_total` and `grpc_server_msg_received_total`
@@ -186,8 +187,13 @@ enum Cycle {
     Session,
     /// lease_cycle: lock on a lease of its own (grant, txn, revoke).
     Lease,
-    /// The lease cycle's three calls sent raw, to tell locker's cost from etcd's.
+    /// The lease cycle's three calls sent raw, on one fixed key with a
+    /// key-only compare: etcd's cost of grant, txn and revoke.
     RawLease,
+    /// The lease cycle's three calls sent raw exactly as locker sends them
+    /// (a prefix compare with the queueing branch, a new key per lease), to
+    /// tell locker's own cost from etcd's.
+    RawLeaseShaped,
 }
 
 struct Sequential {
@@ -233,7 +239,71 @@ impl Sequential {
                     .unwrap();
                 self.client.lease_revoke(lease).await.unwrap();
             }
+            Cycle::RawLeaseShaped => {
+                let (lease, _) = self
+                    .client
+                    .lease_grant(Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                let r = self
+                    .client
+                    .txn_raw(acquire_shaped("bench/lease-shaped/", lease.0))
+                    .await
+                    .unwrap();
+                assert!(r.succeeded);
+                self.client.lease_revoke(lease).await.unwrap();
+            }
         }
+    }
+}
+
+/// locker's acquire transaction, as `tests/transcripts.rs` pins it down: if
+/// no key exists under `prefix`, put mine; else (unused here) put it if
+/// absent and read the holder and the two newest keys.
+fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use pb::request_op::Request;
+    let key = format!("{prefix}{lease:x}");
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    let range = |sort_order, limit, keys_only| pb::RequestOp {
+        request: Some(Request::RequestRange(pb::RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: end.clone(),
+            sort_order,
+            sort_target: pb::range_request::SortTarget::Create as i32,
+            limit,
+            keys_only,
+            ..Default::default()
+        })),
+    };
+    let asc = pb::range_request::SortOrder::Ascend as i32;
+    let desc = pb::range_request::SortOrder::Descend as i32;
+    let queue_empty = pb::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: prefix.as_bytes().to_vec(),
+        target_union: Some(TargetUnion::CreateRevision(0)),
+        range_end: end.clone(),
+    };
+    let mut put_mine = put_if_absent(&key, lease);
+    put_mine.success.push(range(asc, 1, false));
+    put_mine.success.push(range(desc, 2, true));
+    put_mine.failure = vec![
+        pb::RequestOp {
+            request: Some(Request::RequestRange(pb::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        },
+        range(asc, 1, false),
+    ];
+    pb::TxnRequest {
+        compare: vec![queue_empty],
+        success: put_if_absent(&key, lease).success,
+        failure: vec![pb::RequestOp {
+            request: Some(Request::RequestTxn(put_mine)),
+        }],
     }
 }
 
@@ -250,8 +320,14 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
         session,
         floor_lease,
     };
-    let cycles = [Cycle::Floor, Cycle::Session, Cycle::Lease, Cycle::RawLease];
-    let mut per_op = [0.0; 4];
+    let cycles = [
+        Cycle::Floor,
+        Cycle::Session,
+        Cycle::Lease,
+        Cycle::RawLease,
+        Cycle::RawLeaseShaped,
+    ];
+    let mut per_op = [0.0; 5];
     for (k, c) in cycles.iter().enumerate() {
         const N: usize = 100;
         let c0 = commits(&eps[0]).await;
@@ -260,8 +336,8 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
         }
         per_op[k] = (commits(&eps[0]).await - c0) / N as f64;
     }
-    let mut lat: [Vec<f64>; 4] = Default::default();
-    let mut spent = [Duration::ZERO; 4];
+    let mut lat: [Vec<f64>; 5] = Default::default();
+    let mut spent = [Duration::ZERO; 5];
     for _ in 0..ops {
         for (k, c) in cycles.iter().enumerate() {
             let t = Instant::now();
@@ -271,7 +347,7 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
             lat[k].push(ms(d));
         }
     }
-    let [floor, session, lease, raw] = lat.map(stats);
+    let [floor, session, lease, raw, shaped] = lat.map(stats);
     line(
         "floor",
         1,
@@ -302,12 +378,15 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
             &lease,
             spent[2],
             &format!(
-                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3},\"raw_grant_txn_revoke_p50_ms\":{:.3},\"raw_commits_per_op\":{:.2},\"raw_p50_vs_floor\":{:.3}",
+                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3},\"raw_grant_txn_revoke_p50_ms\":{:.3},\"raw_commits_per_op\":{:.2},\"raw_p50_vs_floor\":{:.3},\"raw_shaped_p50_ms\":{:.3},\"raw_shaped_commits_per_op\":{:.2},\"raw_shaped_p50_vs_floor\":{:.3}",
                 per_op[2],
                 lease.p50 / floor.p50,
                 raw.p50,
                 per_op[3],
-                raw.p50 / floor.p50
+                raw.p50 / floor.p50,
+                shaped.p50,
+                per_op[4],
+                shaped.p50 / floor.p50
             ),
         );
     }
@@ -383,16 +462,23 @@ async fn contended(eps: &[String], clients: usize, ops: usize, floor_p50: f64) {
     );
 }
 
-/// `n` create-if-absent puts with a lease, `in_flight` at a time; ops/s.
-async fn raw_txns(client: &Client, lease: i64, tag: &str, n: usize, in_flight: usize) -> f64 {
+/// `n` create-if-absent puts with a lease (keys `bench/raw/{from..}`),
+/// `in_flight` at a time; the time taken.
+async fn raw_txns(
+    client: &Client,
+    lease: i64,
+    from: usize,
+    n: usize,
+    in_flight: usize,
+) -> Duration {
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
+    for i in from..from + n {
         if set.len() >= in_flight {
             set.join_next().await.unwrap().unwrap();
         }
         let c = client.clone();
-        let key = format!("bench/raw-{tag}/{i}");
+        let key = format!("bench/raw/{i}");
         set.spawn(async move {
             c.txn_raw(put_if_absent(&key, lease)).await.unwrap();
         });
@@ -400,37 +486,23 @@ async fn raw_txns(client: &Client, lease: i64, tag: &str, n: usize, in_flight: u
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    start.elapsed()
 }
 
-async fn many(eps: &[String], n: usize) {
-    const IN_FLIGHT: usize = 64;
-    const KEEPALIVE: &str = "grpc_method=\"LeaseKeepAlive\"";
-    // No audit sink here: building every record costs client CPU, which
-    // the two cores share with etcd. etcd's own counters tell the
-    // keepalive traffic instead.
-    let client = connect(eps).await;
-
-    // Baseline: the same number of raw txns (create-if-absent puts with a
-    // lease), 64 in flight, measured before and after the locks (etcd slows
-    // down as its store grows, so the mean of the two is the fair
-    // comparison). Their lease is revoked at the very end, so that deleting
-    // their keys does not slow the locks down.
-    let (lease, _) = client.lease_grant(Duration::from_secs(300)).await.unwrap();
-    let raw_before = raw_txns(&client, lease.0, "before", n, IN_FLIGHT).await;
-
-    let ttl = Duration::from_secs(6);
-    let streams0 = metric(&eps[0], "grpc_server_started_total", KEEPALIVE)
-        .await
-        .unwrap_or(f64::NAN);
-    let session = Arc::new(client.session(ttl).await.unwrap());
-    let rss0 = rss_kib();
-    let mut lat = Vec::with_capacity(n);
+/// Locks `bench/many/{from..}` on `session`, `in_flight` at a time; adds
+/// the guards and latencies, returns the time taken.
+async fn many_locks(
+    session: &Arc<locker::Session>,
+    from: usize,
+    n: usize,
+    in_flight: usize,
+    guards: &mut Vec<locker::LockGuard>,
+    lat: &mut Vec<f64>,
+) -> Duration {
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    let mut guards = Vec::with_capacity(n);
-    for i in 0..n {
-        if set.len() >= IN_FLIGHT {
+    for i in from..from + n {
+        if set.len() >= in_flight {
             let (g, l) = set.join_next().await.unwrap().unwrap();
             guards.push(g);
             lat.push(l);
@@ -447,7 +519,41 @@ async fn many(eps: &[String], n: usize) {
         guards.push(g);
         lat.push(l);
     }
-    let elapsed = start.elapsed();
+    start.elapsed()
+}
+
+async fn many(eps: &[String], n: usize) {
+    const IN_FLIGHT: usize = 64;
+    const ROUNDS: usize = 5;
+    const KEEPALIVE: &str = "grpc_method=\"LeaseKeepAlive\"";
+    // No audit sink here: building every record costs client CPU, which
+    // the two cores share with etcd. etcd's own counters tell the
+    // keepalive traffic instead.
+    let client = connect(eps).await;
+
+    // Baseline: the same number of raw txns (create-if-absent puts with a
+    // lease), 64 in flight, in rounds that alternate with the locks' (etcd
+    // slows down as its store grows, and the two cores are shared: both
+    // sides see the same drift). Their lease is revoked at the very end.
+    let (lease, _) = client.lease_grant(Duration::from_secs(300)).await.unwrap();
+    let ttl = Duration::from_secs(6);
+    let streams0 = metric(&eps[0], "grpc_server_started_total", KEEPALIVE)
+        .await
+        .unwrap_or(f64::NAN);
+    let session = Arc::new(client.session(ttl).await.unwrap());
+    // One unmeasured round first, so that the memory the raw rounds use is
+    // already the process's when the client's memory is first read.
+    raw_txns(&client, lease.0, n, n / ROUNDS, IN_FLIGHT).await;
+    let rss0 = rss_kib();
+    let mut lat = Vec::with_capacity(n);
+    let mut guards = Vec::with_capacity(n);
+    let (mut raw_time, mut lock_time) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        let from = round * n / ROUNDS;
+        let count = (round + 1) * n / ROUNDS - from;
+        raw_time += raw_txns(&client, lease.0, from, count, IN_FLIGHT).await;
+        lock_time += many_locks(&session, from, count, IN_FLIGHT, &mut guards, &mut lat).await;
+    }
     let rss1 = rss_kib();
     // Hold through two keepalive periods (TTL/3 each).
     let k0 = metric(&eps[0], "grpc_server_msg_received_total", KEEPALIVE)
@@ -474,20 +580,19 @@ async fn many(eps: &[String], n: usize) {
     }
     let session = Arc::into_inner(session).expect("no other session handle");
     session.close().await.unwrap();
-    let raw_after = raw_txns(&client, lease.0, "after", n, IN_FLIGHT).await;
     client.lease_revoke(lease).await.unwrap();
-    let raw_rate = (raw_before + raw_after) / 2.0;
+    let raw_rate = n as f64 / raw_time.as_secs_f64();
     let s = stats(lat);
-    let rate = n as f64 / elapsed.as_secs_f64();
+    let rate = n as f64 / lock_time.as_secs_f64();
     let per_lock = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
     line(
         "many",
         1,
         n,
         &s,
-        elapsed,
+        lock_time,
         &format!(
-            ",\"in_flight\":{IN_FLIGHT},\"raw_txn_ops_per_s\":{raw_rate:.1},\"raw_before\":{raw_before:.1},\"raw_after\":{raw_after:.1},\"rate_vs_raw\":{:.3},\"keepalive_streams\":{streams},\"keepalives_in_two_periods\":{held_keepalives},\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"bytes_per_held_lock\":{per_lock:.0}",
+            ",\"in_flight\":{IN_FLIGHT},\"rounds\":{ROUNDS},\"raw_txn_ops_per_s\":{raw_rate:.1},\"rate_vs_raw\":{:.3},\"keepalive_streams\":{streams},\"keepalives_in_two_periods\":{held_keepalives},\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"bytes_per_held_lock\":{per_lock:.0}",
             rate / raw_rate,
         ),
     );
