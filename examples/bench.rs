@@ -187,6 +187,9 @@ enum Cycle {
     Session,
     /// lease_cycle: lock on a lease of its own (grant, txn, revoke).
     Lease,
+    /// The session cycle's two calls sent raw exactly as locker sends them
+    /// (the acquire with its queueing branch, the guarded delete).
+    RawSessionShaped,
     /// The lease cycle's three calls sent raw, on one fixed key with a
     /// key-only compare: etcd's cost of grant, txn and revoke.
     RawLease,
@@ -227,6 +230,19 @@ impl Sequential {
                     .unwrap();
                 g.release().await.unwrap();
             }
+            Cycle::RawSessionShaped => {
+                let lease = self.session.lease().0;
+                let r = self
+                    .client
+                    .txn_raw(acquire_shaped("bench/session-shaped/", lease))
+                    .await
+                    .unwrap();
+                assert!(r.succeeded);
+                let rev = r.header.unwrap().revision;
+                let key = format!("bench/session-shaped/{lease:x}");
+                let r = self.client.txn_raw(delete_if(&key, rev)).await.unwrap();
+                assert!(r.succeeded);
+            }
             Cycle::RawLease => {
                 let (lease, _) = self
                     .client
@@ -254,6 +270,29 @@ impl Sequential {
                 self.client.lease_revoke(lease).await.unwrap();
             }
         }
+    }
+}
+
+/// Delete `key` if its create revision is `rev` (locker's session release).
+fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::CreateRevision(rev)),
+            range_end: vec![],
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
+        }],
+        failure: vec![],
     }
 }
 
@@ -326,8 +365,9 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
         Cycle::Lease,
         Cycle::RawLease,
         Cycle::RawLeaseShaped,
+        Cycle::RawSessionShaped,
     ];
-    let mut per_op = [0.0; 5];
+    let mut per_op = [0.0; 6];
     for (k, c) in cycles.iter().enumerate() {
         const N: usize = 100;
         let c0 = commits(&eps[0]).await;
@@ -336,8 +376,8 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
         }
         per_op[k] = (commits(&eps[0]).await - c0) / N as f64;
     }
-    let mut lat: [Vec<f64>; 5] = Default::default();
-    let mut spent = [Duration::ZERO; 5];
+    let mut lat: [Vec<f64>; 6] = Default::default();
+    let mut spent = [Duration::ZERO; 6];
     for _ in 0..ops {
         for (k, c) in cycles.iter().enumerate() {
             let t = Instant::now();
@@ -347,7 +387,7 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
             lat[k].push(ms(d));
         }
     }
-    let [floor, session, lease, raw, shaped] = lat.map(stats);
+    let [floor, session, lease, raw, shaped, session_shaped] = lat.map(stats);
     line(
         "floor",
         1,
@@ -364,9 +404,12 @@ async fn sequential(eps: &[String], ops: usize, modes: &[String]) -> f64 {
             &session,
             spent[1],
             &format!(
-                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3}",
+                ",\"commits_per_op\":{:.2},\"p50_vs_floor\":{:.3},\"raw_shaped_p50_ms\":{:.3},\"raw_shaped_commits_per_op\":{:.2},\"raw_shaped_p50_vs_floor\":{:.3}",
                 per_op[1],
-                session.p50 / floor.p50
+                session.p50 / floor.p50,
+                session_shaped.p50,
+                per_op[5],
+                session_shaped.p50 / floor.p50
             ),
         );
     }
