@@ -356,7 +356,7 @@ async fn wait_turn(
                 // behind my back shows here); one serializable read.
                 if key_exists(&s.client, key.as_bytes(), my_rev, gone_at.0)
                     .await?
-                    .0
+                    .exists
                 {
                     return Ok(());
                 }
@@ -881,7 +881,9 @@ impl Spec {
 /// held, the same `KV/Txn` queues my key and reads my predecessor; then,
 /// per predecessor, one `Watch` stream on that key with its create request
 /// and one `KV/Range` of the key (up to two more creates and reads on the
-/// same stream when the store moved meanwhile), and one read-only `KV/Txn`
+/// same stream when the store moved meanwhile, then `KV/Range` reads of
+/// the key 2, 4, 8 … 64 ms apart if none of the three watches is proven
+/// synced), and one read-only `KV/Txn`
 /// to find the next predecessor when one leaves that was not the holder;
 /// finally one `KV/Range` proving my key was still there when the holder
 /// left. All reads are serializable.

@@ -64,7 +64,8 @@ fn stream_ended() -> Error {
 /// registering the watch; a commit in between leaves the watch unsynced, so
 /// its events come up to ~100 ms late (measured here: about 4% of waits
 /// with 8 clients on one name). When the read after `created` shows the
-/// store still at the `created` revision, that cannot have happened.
+/// member that holds the watch still at the `created` revision, that cannot
+/// have happened.
 /// Otherwise a second watch of the key is created on the same stream (one
 /// message; each registration is a new draw, so both are rarely unsynced)
 /// and read after in the same way, then a third; only when all three may
@@ -72,7 +73,8 @@ fn stream_ended() -> Error {
 /// 64 ms; serializable), after which the watches alone are enough.
 ///
 /// Returns a revision at which the key is known to be gone, or `None` when
-/// the watch ended without telling (the caller reads again).
+/// one of the watches was cancelled by etcd (the caller reads again). A
+/// broken stream is an error.
 pub(crate) async fn wait_deleted(
     client: &Client,
     key: &[u8],
@@ -88,32 +90,43 @@ pub(crate) async fn wait_deleted(
         let resp = tokio::select! {
             r = stream.recv() => r?.ok_or_else(stream_ended)?,
             _ = sleep_opt(poll) => {
-                let (exists, now) = key_exists(client, key, create_rev, 0).await?;
-                if !exists {
-                    return Ok(Some(now));
+                let read = key_exists(client, key, create_rev, 0).await?;
+                if !read.exists {
+                    return Ok(Some(read.at));
                 }
                 poll = poll.map(|p| p * 2).filter(|p| *p <= LAST_POLL);
                 continue;
             }
         };
         if resp.canceled {
-            // Not known to be deleted: let the caller read the queue again.
+            // One of the watches was cancelled (a compacted start, a
+            // refused create): the key is not known to be deleted, so let
+            // the caller read the queue again.
             return Ok(None);
         }
         if resp.created {
             // Each watch covers every change after its `created`. Read the
-            // key once now: it may be gone already, and if the store has
-            // not moved since `created`, this watch is surely synced.
-            let created = resp.header.as_ref().map_or(i64::MAX, |h| h.revision);
-            let (exists, now) = key_exists(client, key, create_rev, 0).await?;
-            if !exists {
-                return Ok(Some(now));
+            // key once now: it may be gone already, and if the member that
+            // holds the watch is still at `created`, this watch is surely
+            // synced.
+            let header = resp.header.unwrap_or_default();
+            let created = if header.revision > 0 {
+                header.revision
+            } else {
+                i64::MAX
+            };
+            let read = key_exists(client, key, create_rev, 0).await?;
+            if !read.exists {
+                return Ok(Some(read.at));
             }
-            if now.0 < created && !key_exists(client, key, create_rev, created).await?.0 {
+            if read.at.0 < created {
                 // A member behind the watch's: ask at the watch's revision.
-                return Ok(Some(Revision(created)));
+                let then = key_exists(client, key, create_rev, created).await?;
+                if !then.exists {
+                    return Ok(Some(then.at));
+                }
             }
-            if now.0 == created {
+            if read.at.0 == created && read.member == header.member_id {
                 // This watch is synced: it will tell in time.
                 poll = None;
             } else if watches < MAX_WATCHES {
@@ -146,35 +159,50 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
+/// The answer of [`key_exists`].
+pub(crate) struct KeyRead {
+    /// Whether the key existed (with the create revision asked about).
+    pub(crate) exists: bool,
+    /// The revision the answer holds at.
+    pub(crate) at: Revision,
+    /// The member that answered.
+    pub(crate) member: u64,
+}
+
 /// Whether `key` (created at `create_rev`) exists at revision `at` (0: the
-/// newest), with the revision the answering member was at.
+/// newest).
 ///
 /// A serializable read: a member that is behind may still show the key,
 /// which only means waiting on. If that member has not applied `at` yet (or
-/// compacted it), a linearizable read of the newest state answers instead:
-/// a newer state is as good, since the caller's watch covers every change
-/// after `at`.
+/// compacted it), a linearizable read of the newest state answers instead,
+/// and the answer holds at that newer revision: as good for the caller,
+/// whose watch covers every change after `at`.
 pub(crate) async fn key_exists(
     client: &Client,
     key: &[u8],
     create_rev: Revision,
     at: i64,
-) -> Result<(bool, Revision)> {
+) -> Result<KeyRead> {
     let read = |revision, serializable| pb::RangeRequest {
         key: key.to_vec(),
         revision,
         serializable,
         ..Default::default()
     };
-    let resp = match client.range(read(at, true)).await {
-        Err(Error::Etcd { .. }) if at != 0 => client.range(read(0, false)).await?,
-        r => r?,
+    let (resp, answered_at) = match client.range(read(at, true)).await {
+        Err(Error::Etcd { .. }) if at != 0 => (client.range(read(0, false)).await?, None),
+        r => (r?, Some(at).filter(|a| *a != 0)),
     };
     let exists = resp
         .kvs
         .first()
         .is_some_and(|kv| kv.create_revision == create_rev.0);
-    Ok((exists, Revision(resp.header.map_or(0, |h| h.revision))))
+    let header = resp.header.unwrap_or_default();
+    Ok(KeyRead {
+        exists,
+        at: Revision(answered_at.unwrap_or(header.revision)),
+        member: header.member_id,
+    })
 }
 
 /// A change of a lock's state, as seen by [`Client::watch_lock`].
@@ -436,5 +464,47 @@ async fn watch_loop(
             }
         }
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::{Etcd, within};
+
+    /// A read at a revision the member has not reached falls back to the
+    /// newest state, and the answer says it holds there, not at the
+    /// revision asked for (a wait that ended would otherwise be dated too
+    /// early, and the waiter's own key checked at the wrong revision).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_past_the_store_is_dated_at_the_revision_that_answered() {
+        let limit = Duration::from_secs(10);
+        let etcd = Etcd::single().await.expect("start etcd");
+        let client = within(
+            "connect",
+            limit,
+            Client::builder().endpoints(etcd.endpoints()).connect(),
+        )
+        .await
+        .expect("connect");
+        let created = within("put", limit, client.put("k", "v"))
+            .await
+            .expect("put");
+        let read = within("read", limit, key_exists(&client, b"k", created, created.0))
+            .await
+            .expect("read at the put");
+        assert!(read.exists);
+        assert_eq!(read.at, created);
+        within("delete", limit, client.delete("k"))
+            .await
+            .expect("delete");
+        let deleted = Revision(created.0 + 1);
+        let future = deleted.0 + 1000;
+        let read = within("read", limit, key_exists(&client, b"k", created, future))
+            .await
+            .expect("read past the store");
+        assert!(!read.exists);
+        assert_eq!(read.at, deleted, "dated at the newest revision");
+        assert_ne!(read.member, 0);
     }
 }
