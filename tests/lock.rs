@@ -369,7 +369,7 @@ async fn waiters_get_the_lock_in_the_order_they_queued() {
 /// finds the store moved past its watch's `created` revision creates
 /// another watch of its predecessor on the same stream, up to three in all,
 /// and then also reads the key at intervals. Here every byte to and from
-/// the waiter is delayed 20 ms while another client commits all the time,
+/// the waiter is delayed 50 ms while another client commits all the time,
 /// so the store has always moved by the time the waiter reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_watches_again_when_the_store_moved_under_its_watch() {
@@ -385,24 +385,28 @@ async fn a_waiter_watches_again_when_the_store_moved_under_its_watch() {
         .await
         .expect("lock a free lock");
 
-    // Another client commits all the time, bounded in count and time.
+    // Two writers commit all the time, bounded in count and time, so that
+    // each 2 x 50 ms window between a watch's creation and the waiter's
+    // read holds commits even on a busy machine.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, stop) = (direct.clone(), stop.clone());
-        tokio::spawn(async move {
-            let until = Instant::now() + WAIT;
-            for i in 0..50_000u32 {
-                if stop.load(Ordering::Relaxed) || Instant::now() > until {
-                    break;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (client, stop) = (direct.clone(), stop.clone());
+            tokio::spawn(async move {
+                let until = Instant::now() + WAIT;
+                for i in 0..50_000u32 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                        break;
+                    }
+                    client
+                        .put(format!("rewatch/noise-{w}"), i.to_string())
+                        .await
+                        .expect("put");
                 }
-                client
-                    .put("rewatch/noise", i.to_string())
-                    .await
-                    .expect("put");
-            }
+            })
         })
-    };
-    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(20)));
+        .collect();
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(50)));
     let waiter = tokio::spawn(async move { slow.lock(name).value("W").await });
     let creates = |r: &WireRecord| {
         r.kind == WireKind::StreamSend && r.path == paths::WATCH && r.request.contains("create")
@@ -418,9 +422,11 @@ async fn a_waiter_watches_again_when_the_store_moved_under_its_watch() {
     })
     .await;
     stop.store(true, Ordering::Relaxed);
-    within("the writer stopping", WAIT, writer)
-        .await
-        .expect("writer");
+    for writer in writers {
+        within("a writer stopping", WAIT, writer)
+            .await
+            .expect("writer");
+    }
     proxy.set_mode(ProxyMode::Pass);
 
     within("release", WAIT, holder.release())
