@@ -161,9 +161,10 @@ fn range_resp(path_resp: &pb::TxnResponse, i: usize) -> Result<&pb::RangeRespons
 struct Queued {
     rev: Revision,
     owner: Option<KeyValue>,
-    /// The key queued just before mine, when the transaction created my
-    /// key behind others (it read the two newest keys after its put).
-    pred: Option<KeyValue>,
+    /// Where my key stands behind its predecessor, when the transaction
+    /// created my key behind others (it read the two newest keys after its
+    /// put).
+    behind: Option<Queue>,
 }
 
 /// Step 1: create my key if absent and read the holder, in one `Txn`.
@@ -241,7 +242,7 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         return Ok(Queued {
             rev: Revision(rev),
             owner: Some(me),
-            pred: None,
+            behind: None,
         });
     }
     let inner = if only_if_free {
@@ -263,13 +264,15 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
         .cloned()
         .map(KeyValue::from);
     let created = !only_if_free && inner.succeeded;
-    let pred = if created {
+    let behind = if created {
         // [mine, my predecessor]: mine is the newest key.
-        range_resp(inner, 2)?
-            .kvs
-            .get(1)
-            .cloned()
-            .map(KeyValue::from)
+        range_resp(inner, 2)?.kvs.get(1).map(|pred| Queue::Behind {
+            pred_key: pred.key.clone(),
+            pred_rev: Revision(pred.create_revision),
+            pred_is_holder: owner
+                .as_ref()
+                .is_some_and(|o| o.create_revision.0 == pred.create_revision),
+        })
     } else {
         None
     };
@@ -290,20 +293,20 @@ async fn enqueue(s: &SessionInner, name: &str, value: &[u8], only_if_free: bool)
     Ok(Queued {
         rev: my_rev,
         owner,
-        pred,
+        behind,
     })
 }
 
 /// Step 2: wait until no key older than mine is left. Returns when I hold
 /// the lock; errors when my key vanished (lease lost) or the session ended.
 ///
-/// `known`: my predecessor and whether it was the holder, when the acquire
-/// transaction read them; the first read is then skipped.
+/// `known`: where my key stood, when the acquire transaction read it; the
+/// first read is then skipped.
 async fn wait_turn(
     s: &SessionInner,
     name: &str,
     my_rev: Revision,
-    mut known: Option<(KeyValue, bool)>,
+    mut known: Option<Queue>,
 ) -> Result<()> {
     let key = lock_key(name, s.lease);
     let prefix = lock_prefix(name);
@@ -320,33 +323,34 @@ async fn wait_turn(
         if let Some(r) = s.lost() {
             return Err(s.lost_error(r));
         }
-        let (pred_key, pred_rev, pred_is_holder) = match known.take() {
-            Some((pred, is_holder)) => (pred.key, pred.create_revision, is_holder),
-            None => match read_queue(s, &key, &prefix, my_rev, serializable).await {
-                Ok(Queue::Mine) => return Ok(()),
-                Ok(Queue::Behind {
-                    pred_key,
-                    pred_rev,
-                    pred_is_holder,
-                }) => (pred_key, pred_rev, pred_is_holder),
-                Ok(Queue::MyKeyMissing) if serializable => {
-                    serializable = false;
-                    continue;
-                }
-                Ok(Queue::MyKeyMissing) => {
-                    // My key is gone: my lease expired (or someone deleted
-                    // the key) while I waited. I must not take the lock.
-                    return Err(Error::LockLost { key });
-                }
-                Err(e) if e.is_connectivity() => {
-                    // The cluster is unreachable: keep waiting while the
-                    // lease may still be alive; the lost signal ends the wait.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
+        let queue = match known.take() {
+            Some(q) => Ok(q),
+            None => read_queue(s, &key, &prefix, my_rev, serializable).await,
+        };
+        let (pred_key, pred_rev, pred_is_holder) = match queue {
+            Ok(Queue::Mine) => return Ok(()),
+            Ok(Queue::Behind {
+                pred_key,
+                pred_rev,
+                pred_is_holder,
+            }) => (pred_key, pred_rev, pred_is_holder),
+            Ok(Queue::MyKeyMissing) if serializable => {
+                serializable = false;
+                continue;
+            }
+            Ok(Queue::MyKeyMissing) => {
+                // My key is gone: my lease expired (or someone deleted
+                // the key) while I waited. I must not take the lock.
+                return Err(Error::LockLost { key });
+            }
+            Err(e) if e.is_connectivity() => {
+                // The cluster is unreachable: keep waiting while the
+                // lease may still be alive; the lost signal ends the wait.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         backoff = Duration::from_millis(50);
         serializable = true;
@@ -942,14 +946,7 @@ impl LockRequest {
             let q = enqueue(&session, &self.spec.name, &value, false).await?;
             let mine = q.owner.as_ref().is_some_and(|o| o.create_revision == q.rev);
             if !mine {
-                let known = q.pred.map(|p| {
-                    let is_holder = q
-                        .owner
-                        .as_ref()
-                        .is_some_and(|o| o.create_revision == p.create_revision);
-                    (p, is_holder)
-                });
-                wait_turn(&session, &self.spec.name, q.rev, known).await?;
+                wait_turn(&session, &self.spec.name, q.rev, q.behind).await?;
             }
             Ok::<Revision, Error>(q.rev)
         };
