@@ -147,16 +147,21 @@ async fn connect(endpoints: &[String]) -> Client {
         })
 }
 
-fn put_if_absent(key: &str, lease: i64) -> pb::TxnRequest {
+/// `create_revision == rev` for `key` (or for every key up to `range_end`).
+fn created_at(key: &str, range_end: Vec<u8>, rev: i64) -> pb::Compare {
     use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    pb::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(TargetUnion::CreateRevision(rev)),
+        range_end,
+    }
+}
+
+fn put_if_absent(key: &str, lease: i64) -> pb::TxnRequest {
     pb::TxnRequest {
-        compare: vec![pb::Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Create as i32,
-            key: key.as_bytes().to_vec(),
-            target_union: Some(TargetUnion::CreateRevision(0)),
-            range_end: vec![],
-        }],
+        compare: vec![created_at(key, vec![], 0)],
         success: vec![pb::RequestOp {
             request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
                 key: key.as_bytes().to_vec(),
@@ -275,15 +280,8 @@ impl Sequential {
 
 /// Delete `key` if its create revision is `rev` (locker's session release).
 fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
-    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
     pb::TxnRequest {
-        compare: vec![pb::Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Create as i32,
-            key: key.as_bytes().to_vec(),
-            target_union: Some(TargetUnion::CreateRevision(rev)),
-            range_end: vec![],
-        }],
+        compare: vec![created_at(key, vec![], rev)],
         success: vec![pb::RequestOp {
             request: Some(pb::request_op::Request::RequestDeleteRange(
                 pb::DeleteRangeRequest {
@@ -300,7 +298,6 @@ fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
 /// no key exists under `prefix`, put mine; else (unused here) put it if
 /// absent and read the holder and the two newest keys.
 fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
-    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
     use pb::request_op::Request;
     let key = format!("{prefix}{lease:x}");
     let mut end = prefix.as_bytes().to_vec();
@@ -318,13 +315,7 @@ fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
     };
     let asc = pb::range_request::SortOrder::Ascend as i32;
     let desc = pb::range_request::SortOrder::Descend as i32;
-    let queue_empty = pb::Compare {
-        result: CompareResult::Equal as i32,
-        target: CompareTarget::Create as i32,
-        key: prefix.as_bytes().to_vec(),
-        target_union: Some(TargetUnion::CreateRevision(0)),
-        range_end: end.clone(),
-    };
+    let queue_empty = created_at(prefix, end.clone(), 0);
     let mut put_mine = put_if_absent(&key, lease);
     put_mine.success.push(range(asc, 1, false));
     put_mine.success.push(range(desc, 2, true));
