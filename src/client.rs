@@ -451,6 +451,11 @@ impl std::fmt::Debug for Client {
 enum Failure {
     /// Nothing reached etcd: try the next endpoint.
     NotSent(String),
+    /// An `https` endpoint closed or reset the connection during the TLS
+    /// handshake: nothing was sent. A member dying, or a server that does
+    /// not speak TLS; when every attempt ends so, the answer is
+    /// [`Error::Tls`].
+    TlsCutOff(String),
     /// The request may have reached etcd; its answer was lost.
     Lost(String),
     /// etcd refused it before applying it; another endpoint or a later try may work.
@@ -569,6 +574,7 @@ impl Client {
         let mut reauthed = false;
         let mut timeouts = 0;
         let mut not_etcd = 0;
+        let mut cut_offs = 0;
         // First round: every endpoint once, healthy ones first. Second
         // round, after a short pause: the endpoints that refused quickly
         // (not reachable, or no leader yet), never one that timed out.
@@ -626,6 +632,7 @@ impl Client {
                     Failure::Lost(format!("no answer within {timeout:?}"))
                 }
             };
+            cut_offs += usize::from(matches!(failure, Failure::TlsCutOff(_)));
             match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Reauth if path == paths::AUTHENTICATE => {
@@ -638,7 +645,7 @@ impl Client {
                     self.reauth_once(&mut reauthed, &ep.url).await?;
                     plan.push(i);
                 }
-                Failure::NotSent(why) => {
+                Failure::NotSent(why) | Failure::TlsCutOff(why) => {
                     ep.mark_down();
                     attempts.push((ep.url.clone(), why));
                     second.push(i);
@@ -670,6 +677,9 @@ impl Client {
                     attempts.push((ep.url.clone(), why));
                 }
             }
+        }
+        if let Some(e) = cut_off_everywhere(&mut attempts, cut_offs) {
+            return Err(e);
         }
         attempts.dedup();
         if not_etcd > 0 && not_etcd == attempts.len() {
@@ -704,6 +714,7 @@ impl Client {
         let timeout = self.inner.request_timeout;
         let mut attempts = Vec::new();
         let mut reauthed = false;
+        let mut cut_offs = 0;
         let mut plan = self.order();
         plan.reverse();
         while let Some(i) = plan.pop() {
@@ -750,6 +761,7 @@ impl Client {
                 Err(_) => Failure::Lost(format!("no answer within {timeout:?}")),
             };
             drop(tx);
+            cut_offs += usize::from(matches!(failure, Failure::TlsCutOff(_)));
             match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Reauth => {
@@ -757,6 +769,7 @@ impl Client {
                     plan.push(i);
                 }
                 Failure::NotSent(why)
+                | Failure::TlsCutOff(why)
                 | Failure::Busy(why)
                 | Failure::Lost(why)
                 | Failure::NotEtcd(why) => {
@@ -765,8 +778,19 @@ impl Client {
                 }
             }
         }
-        Err(Error::Unreachable { attempts })
+        Err(cut_off_everywhere(&mut attempts, cut_offs).unwrap_or(Error::Unreachable { attempts }))
     }
+}
+
+/// [`Error::Tls`] when every attempt was cut off during the TLS handshake
+/// (`cut_offs` of the `attempts`): the server most likely does not speak
+/// TLS. One endpoint doing so among others is just down.
+fn cut_off_everywhere(attempts: &mut Vec<(String, String)>, cut_offs: usize) -> Option<Error> {
+    if cut_offs == 0 || cut_offs != attempts.len() {
+        return None;
+    }
+    let (endpoint, detail) = attempts.pop()?;
+    Some(Error::Tls { endpoint, detail })
 }
 
 /// An open bidirectional stream, with an audit record per message.
@@ -821,13 +845,14 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
                         endpoint: self.endpoint.clone(),
                         detail,
                     },
-                    Failure::NotSent(why) | Failure::Lost(why) | Failure::Busy(why) => {
-                        Error::Ambiguous {
-                            endpoint: self.endpoint.clone(),
-                            path: self.path,
-                            detail: why,
-                        }
-                    }
+                    Failure::NotSent(why)
+                    | Failure::TlsCutOff(why)
+                    | Failure::Lost(why)
+                    | Failure::Busy(why) => Error::Ambiguous {
+                        endpoint: self.endpoint.clone(),
+                        path: self.path,
+                        detail: why,
+                    },
                     Failure::Reauth => Error::AuthFailed {
                         endpoint: self.endpoint.clone(),
                         message: status.message().to_owned(),
@@ -861,7 +886,10 @@ fn connect_failure(status: &Status) -> Option<String> {
     let mut last = None;
     while let Some(e) = src {
         let text = e.to_string();
-        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+        if text.contains("tcp connect error")
+            || text.contains("error trying to connect")
+            || format!("{e:?}").starts_with("ConnectError(")
+        {
             connect = true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -909,9 +937,34 @@ fn tls_failure(status: &Status) -> Option<String> {
     tls.iter().any(|t| lower.contains(t)).then_some(chain)
 }
 
+/// The connection was closed or reset before it was established (so, on
+/// an `https` endpoint, during the TLS handshake).
+fn cut_off_while_connecting(status: &Status) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut cut = false;
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            cut |= matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        src = e.source();
+    }
+    cut && connect_failure(status).is_some()
+}
+
 fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
     let msg = status.message();
     if endpoint.starts_with("https://") {
+        if cut_off_while_connecting(status) {
+            return Failure::TlsCutOff(format!(
+                "the TLS handshake was cut off ({}); a member going down, or a server that does not speak TLS",
+                error_chain(status)
+            ));
+        }
         if let Some(detail) = tls_failure(status) {
             return Failure::Fatal(Error::Tls {
                 endpoint: endpoint.to_owned(),

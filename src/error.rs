@@ -73,8 +73,9 @@ pub enum Error {
         message: String,
     },
     /// The TLS handshake with an endpoint failed (unknown CA, a name that
-    /// does not match the certificate, a client certificate refused, or TLS
-    /// spoken to a plaintext server).
+    /// does not match the certificate, a client certificate refused), or
+    /// every endpoint cut the handshake off (TLS spoken to a plaintext
+    /// server; one endpoint doing so among others is only skipped).
     Tls {
         /// The endpoint.
         endpoint: String,

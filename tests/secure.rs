@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use locker::testing::{Etcd, EtcdBuilder, TestCerts};
+use locker::testing::{Etcd, EtcdBuilder, Proxy, ProxyMode, TestCerts};
 use locker::{Client, Error, WireRecord};
 
 async fn tls_etcd(certs: &TestCerts, client_auth: bool) -> Etcd {
@@ -134,6 +134,37 @@ async fn tls_to_a_plaintext_server_is_a_tls_error() {
     let tls = etcd.endpoint(0).replace("http://", "https://");
     let err = Client::builder()
         .endpoints([tls])
+        .ca_cert_file(certs.ca())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+}
+
+/// A member that closes connections during the TLS handshake (here a proxy
+/// that closes each one right after accepting it, as a dying member would)
+/// is skipped for the next endpoint, not reported as a TLS error: the
+/// handshake was cut off, nothing was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_cut_off_on_one_endpoint_fails_over() {
+    let certs = TestCerts::generate().unwrap();
+    let etcd = tls_etcd(&certs, false).await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.unwrap();
+    proxy.set_mode(ProxyMode::Refuse);
+    let cut = proxy.url().replace("http://", "https://");
+    let client = Client::builder()
+        .endpoints([cut, etcd.endpoint(0)])
+        .ca_cert_file(certs.ca())
+        .connect()
+        .await
+        .unwrap();
+    let g = client.lock("tls/cut").await.unwrap();
+    g.release().await.unwrap();
+
+    // With that endpoint alone, every attempt is cut off: a TLS error.
+    let cut = proxy.url().replace("http://", "https://");
+    let err = Client::builder()
+        .endpoints([cut])
         .ca_cert_file(certs.ca())
         .connect()
         .await
