@@ -394,19 +394,15 @@ struct Ep {
 
 impl Ep {
     fn is_down(&self, now: Instant) -> bool {
-        self.down_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| t > now)
+        crate::rt::lock(&self.down_until).is_some_and(|t| t > now)
     }
 
     fn mark_down(&self) {
-        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + DOWN_BACKOFF);
+        *crate::rt::lock(&self.down_until) = Some(Instant::now() + DOWN_BACKOFF);
     }
 
     fn mark_up(&self) {
-        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *crate::rt::lock(&self.down_until) = None;
     }
 }
 
@@ -542,13 +538,7 @@ impl Client {
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(token) = self
-            .inner
-            .token
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(token) = crate::rt::read(&self.inner.token).clone() {
             req.metadata_mut().insert("token", token);
         }
         req
@@ -1070,7 +1060,7 @@ impl Client {
         let _single = self.inner.auth_lock.lock().await;
         // Another task may have refreshed the token meanwhile; a fresh
         // token is harmless, so authenticate anyway (it is rare).
-        *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *crate::rt::write(&self.inner.token) = None;
         let resp = self
             .unary(
                 paths::AUTHENTICATE,
@@ -1084,7 +1074,7 @@ impl Client {
                 path: paths::AUTHENTICATE,
                 detail: "the token is not printable ASCII".into(),
             })?;
-        *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        *crate::rt::write(&self.inner.token) = Some(token);
         Ok(())
     }
 

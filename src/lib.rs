@@ -50,6 +50,7 @@ pub mod audit;
 mod client;
 mod error;
 mod lock;
+mod rt;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -62,7 +63,7 @@ pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use error::{Error, Result};
 pub use lock::{
     DEFAULT_TTL, LockGuard, LockRequest, MAX_NAME_LEN, MAX_VALUE_LEN, TryLock, TryLockRequest,
-    default_value,
+    default_value, validate_name,
 };
 pub use session::{LostReason, Session};
 pub use types::{Holder, KeyValue, LeaseId, Revision};

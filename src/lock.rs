@@ -75,7 +75,12 @@ pub fn default_value() -> Vec<u8> {
         .clone()
 }
 
-pub(crate) fn validate_name(name: &str) -> Result<()> {
+/// Checks a lock name as every operation does before sending anything:
+/// not empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] saying which rule the name breaks.
+pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid("lock name must not be empty"));
     }
@@ -954,7 +959,7 @@ impl LockRequest {
         let outcome = tokio::select! {
             r = wait => r,
             r = lost => Err(session.lost_error(r)),
-            _ = sleep_until_opt(deadline) => Err(Error::AcquireTimeout {
+            _ = crate::rt::sleep_until_opt(deadline) => Err(Error::AcquireTimeout {
                 name: self.spec.name.clone(),
                 after: self.timeout.unwrap_or_default(),
             }),
@@ -990,13 +995,6 @@ impl LockRequest {
                 Err(e)
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

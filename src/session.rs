@@ -132,7 +132,7 @@ impl SessionInner {
             plus_ttl(sent, resp.ttl),
             inner.state.clone(),
         ));
-        *inner.keepalive.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        *crate::rt::lock(&inner.keepalive) = Some(task);
         Ok(inner)
     }
 
@@ -164,7 +164,7 @@ impl SessionInner {
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+        crate::rt::lock(&self.names)
     }
 
     /// Reserves a lock name on this session, waiting for a background
@@ -262,12 +262,7 @@ impl SessionInner {
     }
 
     fn stop_keepalive(&self) {
-        if let Some(task) = self
-            .keepalive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(task) = crate::rt::lock(&self.keepalive).take() {
             task.abort();
         }
     }

@@ -89,7 +89,7 @@ pub(crate) async fn wait_deleted(
     loop {
         let resp = tokio::select! {
             r = stream.recv() => r?.ok_or_else(stream_ended)?,
-            _ = sleep_opt(poll) => {
+            _ = crate::rt::sleep_until_opt(poll.map(|p| tokio::time::Instant::now() + p)) => {
                 let read = key_exists(client, key, create_rev, 0).await?;
                 if !read.exists {
                     return Ok(Some(read.at));
@@ -149,13 +149,6 @@ pub(crate) async fn wait_deleted(
                 return Ok(Some(Revision(at)));
             }
         }
-    }
-}
-
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 
