@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::types::{Holder, LeaseId, Revision};
+use crate::types::{LeaseId, Revision};
 
 /// Result alias used throughout locker.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -125,8 +125,6 @@ pub enum Error {
         /// The lock key.
         key: String,
     },
-    /// `try_lock` found the lock held by someone else.
-    Held(Box<Holder>),
     /// Waiting for the lock took longer than the acquire timeout; nothing is
     /// left queued.
     AcquireTimeout {
@@ -182,16 +180,15 @@ impl fmt::Display for Error {
             Error::InvalidEndpoint { endpoint, reason } => {
                 write!(f, "invalid endpoint {endpoint:?}: {reason}")
             }
-            Error::Unreachable { attempts } => {
-                write!(f, "no etcd endpoint gave a usable answer: ")?;
-                for (i, (ep, why)) in attempts.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, "; ")?;
-                    }
-                    write!(f, "{ep} ({why})")?;
-                }
-                write!(f, "; check that etcd runs there and the address is right")
-            }
+            Error::Unreachable { attempts } => write!(
+                f,
+                "no etcd endpoint gave a usable answer: {}; check that etcd runs there and the address is right",
+                attempts
+                    .iter()
+                    .map(|(ep, why)| format!("{ep} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             Error::NotEtcd { endpoint, detail } => write!(
                 f,
                 "the server at {endpoint} is not an etcd v3 gRPC endpoint ({detail}); check the address, port and http/https scheme"
@@ -237,9 +234,7 @@ impl fmt::Display for Error {
                 f,
                 "{path} to {endpoint} was refused: {message}; the user needs read-write permission on the lock's key prefix"
             ),
-            Error::Protocol { path, detail } => {
-                write!(f, "malformed answer to {path}: {detail}")
-            }
+            Error::Protocol { path, detail } => write!(f, "malformed answer to {path}: {detail}"),
             Error::LeaseExpired { lease } => write!(
                 f,
                 "lease {lease} expired or can no longer be assumed alive; its locks are lost"
@@ -247,14 +242,6 @@ impl fmt::Display for Error {
             Error::LockLost { key } => write!(
                 f,
                 "lock key {key} is no longer held; work done under it is unprotected"
-            ),
-            Error::Held(h) => write!(
-                f,
-                "lock is held by {:?} (key {}, lease {}, fencing token {})",
-                String::from_utf8_lossy(&h.value),
-                h.key,
-                h.lease,
-                h.fencing_token
             ),
             Error::AcquireTimeout { name, after } => {
                 write!(f, "lock {name:?} was not acquired within {after:?}")

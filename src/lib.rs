@@ -1,18 +1,24 @@
 //! Distributed locks on etcd v3, over raw gRPC, with every wire call visible.
 //!
 //! locker speaks etcd's gRPC protocol through its own minimal schema
-//! ([`wire`]), with no etcd client crate in between. A small state machine
-//! sits on top:
+//! ([`wire`]), with no etcd client crate in between. Layers, each a folder
+//! or file under `src/`, import only downward:
 //!
-//! - [`Client`] (`client.rs`): endpoints, timeouts, failover, auth token,
-//!   the audit hook. Every RPC passes through one function.
-//! - [`Session`] (`session.rs`): a lease, its keepalive task, its deadline
-//!   and lost signal, the revoke on close.
-//! - [`LockGuard`] (`lock.rs`): the lock recipe — one `Txn` to queue, a
-//!   wait on the immediate predecessor only, a release that revokes or
-//!   deletes only its own key; the fencing token.
-//! - [`LockWatch`] (`watch.rs`): the lock-state stream and the predecessor wait.
-//! - [`WireRecord`] (`audit.rs`): one record per wire call or stream message.
+//! - Leaves: [`wire`] (the schema), `types` ([`LeaseId`], [`Revision`],
+//!   [`Holder`]), `error` ([`Error`]), [`audit`] ([`WireRecord`]: one record
+//!   per wire call or stream message), `rt` (two small runtime helpers).
+//! - `client/`: [`Client`], the connection: endpoints and failover, timeouts,
+//!   auth token, the audit hook. Every RPC passes through one funnel.
+//! - `session/`: [`Session`], a lease: its keepalive task, its deadline and
+//!   lost signal, the revoke on close, and the names it has queued for.
+//! - `queue/`: the recipe engine under every primitive, in three steps:
+//!   one `Txn` to queue, a wait on the fewest keys that matter with a check
+//!   of my own key after it, a release that never deletes another's key.
+//!   Whose turn it is, is a parameter (the rule).
+//! - `lock/`: the mutex on the engine: [`LockRequest`], [`TryLock`],
+//!   [`LockGuard`] with its fencing token.
+//! - `observe`: [`Client::holder`] and [`LockWatch`], the lock-state stream.
+//! - `testing` (feature `testing`): real etcd processes and a fault proxy.
 //!
 //! # Quick start
 //!
@@ -50,21 +56,20 @@ pub mod audit;
 mod client;
 mod error;
 mod lock;
+mod observe;
+mod queue;
 mod rt;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
-mod watch;
 pub mod wire;
 
 pub use audit::{AuditSink, WireKind, WireRecord};
 pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use error::{Error, Result};
-pub use lock::{
-    DEFAULT_TTL, LockGuard, LockRequest, MAX_NAME_LEN, MAX_VALUE_LEN, TryLock, TryLockRequest,
-    default_value, validate_name,
-};
+pub use lock::{LockGuard, LockRequest, TryLock, TryLockRequest};
+pub use observe::{LockEvent, LockWatch};
+pub use queue::{DEFAULT_TTL, MAX_NAME_LEN, MAX_VALUE_LEN, default_value, validate_name};
 pub use session::{LostReason, Session};
 pub use types::{Holder, KeyValue, LeaseId, Revision};
-pub use watch::{LockEvent, LockWatch};

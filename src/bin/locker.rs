@@ -439,7 +439,6 @@ fn exit_code_for(e: &Error) -> u8 {
         Error::AuthFailed { .. } | Error::PermissionDenied { .. } => code::NO_PERMISSION,
         Error::LockLost { .. } | Error::LeaseExpired { .. } => code::LOST,
         Error::AcquireTimeout { .. } => code::ACQUIRE_TIMEOUT,
-        Error::Held(_) => code::HELD,
         _ => code::FAILURE,
     }
 }

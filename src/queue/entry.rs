@@ -1,0 +1,219 @@
+//! A request to enter a name's queue: where its lease comes from, its
+//! value, its rule; and the two ways to run it, waiting or trying.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::acquire::{Acquire, Mode, acquire};
+use super::held::Held;
+use super::key;
+use super::release::{CancelCleanup, LeaseUse, leave, remove_stale};
+use super::rule::Rule;
+use super::wait::{Place, wait_turn};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::session::SessionInner;
+use crate::types::KeyValue;
+
+/// The default lease TTL of a lock with its own lease.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Where a request gets its lease.
+pub(crate) enum LeaseSource {
+    /// A lease of its own, granted for this request.
+    Own { client: Client, ttl: Duration },
+    /// A session's lease, shared with its other keys.
+    Session(Arc<SessionInner>),
+}
+
+/// A request to enter the queue of `name` under `rule`.
+pub(crate) struct Entry {
+    pub(crate) source: LeaseSource,
+    pub(crate) name: String,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) rule: Rule,
+}
+
+/// A request ready to send its acquire: its lease, its reserved name and
+/// the cleanup that runs if it is dropped.
+struct Ready {
+    session: Arc<SessionInner>,
+    lease_use: LeaseUse,
+    cleanup: CancelCleanup,
+    key: String,
+    value: Vec<u8>,
+}
+
+impl Entry {
+    /// A request on a lease of its own, with the default TTL.
+    pub(crate) fn own(client: &Client, name: String, rule: Rule) -> Entry {
+        let source = LeaseSource::Own {
+            client: client.clone(),
+            ttl: DEFAULT_TTL,
+        };
+        Entry::new(source, name, rule)
+    }
+
+    /// A request on a session's lease.
+    pub(crate) fn on_session(session: Arc<SessionInner>, name: String, rule: Rule) -> Entry {
+        Entry::new(LeaseSource::Session(session), name, rule)
+    }
+
+    fn new(source: LeaseSource, name: String, rule: Rule) -> Entry {
+        Entry {
+            source,
+            name,
+            value: None,
+            rule,
+        }
+    }
+
+    /// Sets the TTL of a lease of its own; ignored on a session.
+    pub(crate) fn set_ttl(&mut self, ttl: Duration) {
+        if let LeaseSource::Own { ttl: t, .. } = &mut self.source {
+            *t = ttl;
+        }
+    }
+
+    /// Checks the input, then gets the lease (granting one of its own).
+    async fn lease(&self) -> Result<(Arc<SessionInner>, LeaseUse)> {
+        key::validate_name(&self.name)?;
+        if let Some(v) = &self.value {
+            key::validate_value(v)?;
+        }
+        match &self.source {
+            LeaseSource::Own { client, ttl } => {
+                crate::client::ttl_secs(*ttl)?;
+                Ok((SessionInner::grant(client, *ttl).await?, LeaseUse::Own))
+            }
+            LeaseSource::Session(s) => {
+                s.check_alive()?;
+                Ok((s.clone(), LeaseUse::Shared))
+            }
+        }
+    }
+
+    /// The start shared by waiting and trying: get the lease, reserve the
+    /// name on it, remove what an earlier request left under the key.
+    async fn ready(&self) -> Result<Ready> {
+        let (session, lease_use) = self.lease().await?;
+        let stale = session.reserve(&self.name).await?;
+        let key = key::key(&self.name, session.lease);
+        // From here on, a drop or an error removes whatever this request
+        // (or an earlier one, for a stale key) left under its key.
+        let cleanup = CancelCleanup {
+            session: session.clone(),
+            lease_use,
+            name: self.name.clone(),
+            key: key.clone(),
+            armed: true,
+        };
+        remove_stale(&session, &self.name, &key, stale).await?;
+        let value = self.value.clone().unwrap_or_else(key::default_value);
+        Ok(Ready {
+            session,
+            lease_use,
+            cleanup,
+            key,
+            value,
+        })
+    }
+
+    /// Waits for my turn: acquire (step 1), then wait (step 2) unless the
+    /// acquire already made it mine; gives up at `timeout`, leaving nothing
+    /// queued.
+    ///
+    /// # Errors
+    /// See [`LockRequest`](crate::LockRequest).
+    pub(crate) async fn wait(self, timeout: Option<Duration>) -> Result<Held> {
+        // A timeout too large to add to the clock is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let r = self.ready().await?;
+        let prefix = key::prefix(&self.name);
+        let turn = async {
+            let a = self.acquire(&r, &prefix);
+            let q = acquire(&r.session.client, &a, Mode::Queue).await?;
+            if !q.holds() {
+                let me = Place {
+                    rule: self.rule,
+                    prefix: &prefix,
+                    key: &r.key,
+                    rev: q.rev,
+                };
+                wait_turn(&r.session, &me, q.turn).await?;
+            }
+            Ok(q.rev)
+        };
+        let outcome = tokio::select! {
+            res = turn => res,
+            lost = r.session.wait_lost() => Err(r.session.lost_error(lost)),
+            _ = crate::rt::sleep_until_opt(deadline) => Err(Error::AcquireTimeout {
+                name: self.name.clone(),
+                after: timeout.unwrap_or_default(),
+            }),
+        };
+        // The lease may have been lost just as the wait ended.
+        let outcome = outcome.and_then(|rev| r.session.check_alive().map(|()| rev));
+        self.finish(r, outcome).await
+    }
+
+    /// Tries once: holds if no blocker exists, else reports the first
+    /// holder and leaves nothing behind.
+    ///
+    /// # Errors
+    /// See [`TryLockRequest`](crate::TryLockRequest).
+    pub(crate) async fn try_once(self) -> Result<std::result::Result<Held, KeyValue>> {
+        let r = self.ready().await?;
+        let prefix = key::prefix(&self.name);
+        let a = self.acquire(&r, &prefix);
+        let q = acquire(&r.session.client, &a, Mode::OnlyIfFree).await?;
+        if q.holds() {
+            return Ok(Ok(self.finish(r, Ok(q.rev)).await?));
+        }
+        let Some(holder) = q.holder else {
+            return Err(Error::Protocol {
+                path: crate::client::paths::TXN,
+                detail: "the try-lock transaction read no holder".into(),
+            });
+        };
+        r.cleanup.disarm();
+        r.session.unreserve(&self.name);
+        if r.lease_use == LeaseUse::Own {
+            // Best effort: an unused lease also expires by itself.
+            let _ = r.session.revoke().await;
+        }
+        Ok(Err(holder))
+    }
+
+    fn acquire<'a>(&self, r: &'a Ready, prefix: &'a str) -> Acquire<'a> {
+        Acquire {
+            rule: self.rule,
+            prefix,
+            key: &r.key,
+            value: &r.value,
+            lease: r.session.lease,
+        }
+    }
+
+    /// Hands out the held key, or leaves nothing queued before reporting
+    /// the error.
+    async fn finish(self, r: Ready, outcome: Result<crate::types::Revision>) -> Result<Held> {
+        r.cleanup.disarm();
+        match outcome {
+            Ok(rev) => Ok(Held::new(
+                r.session,
+                r.lease_use,
+                self.name,
+                r.key,
+                r.value,
+                rev,
+            )),
+            Err(e) => {
+                leave(&r.session, r.lease_use, &self.name, &r.key).await;
+                Err(e)
+            }
+        }
+    }
+}

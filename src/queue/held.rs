@@ -1,0 +1,158 @@
+//! A key that holds its turn: the state behind every guard, its guarded
+//! writes, its release, and its release in the background when dropped.
+
+use std::sync::Arc;
+
+use super::acquire::op;
+use super::release::{LeaseUse, delete_if_mine};
+use super::rule::compare_create;
+use crate::client::Retry;
+use crate::error::{Error, Result};
+use crate::session::SessionInner;
+use crate::types::Revision;
+use crate::wire::etcdserverpb as pb;
+use pb::request_op::Request as Op;
+
+/// My key, holding. Dropped without [`release`](Held::release), it is
+/// released in the background.
+pub(crate) struct Held {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) lease_use: LeaseUse,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    /// My key's create revision: the fencing token.
+    pub(crate) rev: Revision,
+    done: bool,
+}
+
+impl Held {
+    pub(crate) fn new(
+        session: Arc<SessionInner>,
+        lease_use: LeaseUse,
+        name: String,
+        key: String,
+        value: Vec<u8>,
+        rev: Revision,
+    ) -> Held {
+        session.set_revision(&name, rev);
+        Held {
+            session,
+            lease_use,
+            name,
+            key,
+            value,
+            rev,
+            done: false,
+        }
+    }
+
+    /// `create_revision(my key) == my token`: true exactly while I hold.
+    pub(crate) fn is_owner(&self) -> pb::Compare {
+        compare_create(self.key.as_bytes(), self.rev)
+    }
+
+    /// Runs `ops` in one `Txn` only while I hold.
+    ///
+    /// Wire calls: one `KV/Txn`, not resent once it may have reached etcd.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] when my key is gone or not mine; the loss when
+    /// the lost signal fired (nothing sent); [`Error::Ambiguous`].
+    pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
+        self.session.check_alive()?;
+        let req = pb::TxnRequest {
+            compare: vec![self.is_owner()],
+            success: ops,
+            failure: vec![],
+        };
+        let resp = self.session.client.txn(Retry::IfNotSent, req).await?;
+        if !resp.succeeded {
+            return Err(Error::LockLost {
+                key: self.key.clone(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// Writes `key = value` only while I hold; returns its revision.
+    ///
+    /// # Errors
+    /// As [`txn`](Self::txn).
+    pub(crate) async fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision> {
+        let put = pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease: 0,
+            prev_kv: false,
+        };
+        let resp = self.txn(vec![op(Op::RequestPut(put))]).await?;
+        Ok(Revision(resp.header.map_or(0, |h| h.revision)))
+    }
+
+    /// Releases: revokes a lease of its own (key and lease go in one
+    /// commit), or deletes my key on a session if its create revision is
+    /// still mine.
+    ///
+    /// # Errors
+    /// The loss ([`Error::LockLost`], [`Error::LeaseExpired`]) when it came
+    /// before the release; network errors.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        self.done = true;
+        let lost = self.session.lost();
+        // A loss known here is the answer, whether or not the release's own
+        // call gets through.
+        let done = match self.lease_use {
+            LeaseUse::Own => {
+                self.session.unreserve(&self.name);
+                self.session.revoke().await
+            }
+            LeaseUse::Shared => {
+                // Until its key is known to be gone, the name is marked: a
+                // new request for it on this session first deletes this
+                // key, even if this future is dropped before the answer.
+                self.session.mark_stale(&self.name, Some(self.rev));
+                let r = delete_if_mine(&self.session.client, &self.key, self.rev).await;
+                if r.is_ok() {
+                    self.session.unreserve(&self.name);
+                }
+                r
+            }
+        };
+        let done = match (done, lost) {
+            (Ok(done), _) => done,
+            (Err(_), Some(r)) => return Err(self.session.lost_error(r)),
+            (Err(e), None) => return Err(e),
+        };
+        let gone = || match self.lease_use {
+            LeaseUse::Own => Error::LeaseExpired {
+                lease: self.session.lease,
+            },
+            LeaseUse::Shared => Error::LockLost {
+                key: self.key.clone(),
+            },
+        };
+        self.session.release_outcome(lost, done, gone)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match self.lease_use {
+            // Dropping the last reference to the session revokes its lease.
+            LeaseUse::Own => self.session.unreserve(&self.name),
+            LeaseUse::Shared => {
+                let client = self.session.client.clone();
+                let key = std::mem::take(&mut self.key);
+                let rev = self.rev;
+                self.session
+                    .clean_in_background(&self.name, Some(rev), async move {
+                        delete_if_mine(&client, &key, rev).await.is_ok()
+                    });
+            }
+        }
+    }
+}

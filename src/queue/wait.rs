@@ -1,0 +1,128 @@
+//! Step 2, wait: until the rule says it is my turn, watching only the
+//! witnesses, and checking my own key after every wait.
+
+use std::time::Duration;
+
+use super::acquire::{op, ranges};
+use super::rule::{Rule, Turn};
+use super::watch::{key_exists, wait_any_deleted};
+use crate::client::Retry;
+use crate::error::{Error, Result};
+use crate::session::SessionInner;
+use crate::types::Revision;
+use crate::wire::etcdserverpb as pb;
+use pb::request_op::Request as Op;
+
+/// My key in a name's queue.
+pub(crate) struct Place<'a> {
+    pub(crate) rule: Rule,
+    pub(crate) prefix: &'a str,
+    pub(crate) key: &'a str,
+    /// My key's create revision.
+    pub(crate) rev: Revision,
+}
+
+/// What a read of the queue showed.
+enum Read {
+    Turn(Turn),
+    /// My key is not there (or is another key of the same name).
+    MyKeyMissing,
+}
+
+/// Waits until it is my turn. Returns when I hold; errors when my key
+/// vanished (lease lost) or the session ended.
+///
+/// `known`: my turn as the acquire read it; the first read is then skipped.
+///
+/// Reads are serializable first (served by the member at hand, no
+/// ReadIndex round): "fewer than `limit` blockers before mine" can only
+/// become true, never false again, since no key can be created with an
+/// older revision; and my own key is alive while the lost signal has not
+/// fired (its deadline comes before the server's expiry). A read that does
+/// not show my key may be from a member that is behind: it is repeated as
+/// a linearizable read before the key is declared gone.
+///
+/// # Errors
+/// [`Error::LockLost`] when my key is gone; the session's loss; errors
+/// other than connectivity (which are retried while the lease may live).
+pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> Result<()> {
+    let mut known = Some(known).filter(|t| *t != Turn::Unknown);
+    let mut backoff = Duration::from_millis(50);
+    let mut serializable = true;
+    loop {
+        s.check_alive()?;
+        let read = match known.take() {
+            Some(t) => Ok(Read::Turn(t)),
+            None => read_turn(s, me, serializable).await,
+        };
+        let (witnesses, last) = match read {
+            Ok(Read::Turn(Turn::Mine)) => return Ok(()),
+            Ok(Read::Turn(Turn::Wait { witnesses, last })) => (witnesses, last),
+            Ok(Read::Turn(Turn::Unknown)) => continue,
+            Ok(Read::MyKeyMissing) if serializable => {
+                serializable = false;
+                continue;
+            }
+            // My key is gone: my lease expired (or someone deleted the
+            // key) while I waited. I must not take the lock.
+            Ok(Read::MyKeyMissing) => return Err(Error::LockLost { key: me.key.into() }),
+            Err(e) if e.is_connectivity() => {
+                // Unreachable: keep waiting while the lease may be alive;
+                // the lost signal ends the wait.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        backoff = Duration::from_millis(50);
+        serializable = true;
+        match wait_any_deleted(&s.client, &witnesses).await {
+            Ok(Some(gone_at)) if last => {
+                // The post-wait check: my own key must still have existed
+                // then (a lease revoked behind my back shows here).
+                if key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0)
+                    .await?
+                    .exists
+                {
+                    return Ok(());
+                }
+                serializable = false;
+            }
+            Ok(_) => {}
+            Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One read-only `Txn` (no raft commit): my own key, then the rule's
+/// reads (my witnesses and the holders).
+async fn read_turn(s: &SessionInner, me: &Place<'_>, serializable: bool) -> Result<Read> {
+    let mine = pb::RangeRequest {
+        key: me.key.as_bytes().to_vec(),
+        serializable,
+        ..Default::default()
+    };
+    let reads = me.rule.turn_reads(me.prefix, me.rev, serializable);
+    let n = 1 + reads.len();
+    let req = pb::TxnRequest {
+        compare: vec![],
+        success: std::iter::once(mine)
+            .chain(reads)
+            .map(|r| op(Op::RequestRange(r)))
+            .collect(),
+        failure: vec![],
+    };
+    // Safe to resend: it only reads.
+    let resp = s.client.txn(Retry::Safe, req).await?;
+    let answers = ranges(&resp, n)?;
+    let still_mine = answers[0]
+        .kvs
+        .first()
+        .is_some_and(|kv| kv.create_revision == me.rev.0);
+    if !still_mine {
+        return Ok(Read::MyKeyMissing);
+    }
+    Ok(Read::Turn(me.rule.judge_turn(&answers[1..])))
+}

@@ -1,0 +1,214 @@
+//! One lease: its grant, its local deadline and lost signal, its revoke.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::keepalive::keepalive_loop;
+use super::names::Slot;
+use crate::client::{Client, MAX_TTL_SECS};
+use crate::error::{Error, Result};
+use crate::types::LeaseId;
+
+/// Why a lease is no longer held.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// etcd answered that the lease no longer exists (it expired or was
+    /// revoked by someone else).
+    Expired,
+    /// No keepalive was answered in time: the lease may have expired on the
+    /// server, so it can no longer be assumed alive.
+    Unreachable,
+    /// The session was closed or the guard released.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LeaseState {
+    Alive { deadline: Instant },
+    Lost(LostReason),
+}
+
+impl LeaseState {
+    /// Lost, judged at `now`: a deadline in the past is a loss even when
+    /// the keepalive task has not run to say so (starved, frozen, gone).
+    fn lost_at(&self, now: Instant) -> Option<LostReason> {
+        match self {
+            LeaseState::Lost(r) => Some(*r),
+            LeaseState::Alive { deadline } if now >= *deadline => Some(LostReason::Unreachable),
+            LeaseState::Alive { .. } => None,
+        }
+    }
+}
+
+/// `at + secs` seconds, for a TTL from an answer (clamped to etcd's range:
+/// answers beyond it are not trusted).
+pub(super) fn plus_ttl(at: Instant, secs: i64) -> Instant {
+    let d = Duration::from_secs(secs.clamp(0, MAX_TTL_SECS) as u64);
+    at.checked_add(d).unwrap_or(at)
+}
+
+/// The shared state behind a [`Session`](crate::Session) and every guard
+/// taken on it.
+pub(crate) struct SessionInner {
+    pub(crate) client: Client,
+    pub(crate) lease: LeaseId,
+    pub(crate) ttl: Duration,
+    state: watch::Sender<LeaseState>,
+    keepalive: Mutex<Option<JoinHandle<()>>>,
+    /// What this session knows of each name it queued for.
+    pub(super) names: Mutex<HashMap<String, Slot>>,
+}
+
+impl SessionInner {
+    /// Grants a lease and starts its keepalive task.
+    pub(crate) async fn grant(client: &Client, ttl: Duration) -> Result<Arc<SessionInner>> {
+        let secs = crate::client::ttl_secs(ttl)?;
+        let sent = Instant::now();
+        let resp = client.lease_grant_raw(secs).await?;
+        let granted = Duration::from_secs(resp.ttl.clamp(1, MAX_TTL_SECS) as u64);
+        let deadline = plus_ttl(sent, resp.ttl);
+        let (state, _) = watch::channel(LeaseState::Alive { deadline });
+        let inner = Arc::new(SessionInner {
+            client: client.clone(),
+            lease: LeaseId(resp.id),
+            ttl: granted,
+            state,
+            keepalive: Mutex::new(None),
+            names: Mutex::new(HashMap::new()),
+        });
+        let task = tokio::spawn(keepalive_loop(
+            client.clone(),
+            inner.lease,
+            granted,
+            deadline,
+            inner.state.clone(),
+        ));
+        *crate::rt::lock(&inner.keepalive) = Some(task);
+        Ok(inner)
+    }
+
+    /// Whether the lease is lost, judged by the clock now.
+    pub(crate) fn lost(&self) -> Option<LostReason> {
+        self.state.borrow().lost_at(Instant::now())
+    }
+
+    /// `Ok` while the lease may be assumed alive; else the error that says
+    /// why not.
+    ///
+    /// # Errors
+    /// [`Error::SessionClosed`] or [`Error::LeaseExpired`].
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match self.lost() {
+            Some(r) => Err(self.lost_error(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// The answer to a release: the loss known before it (`lost_before`)
+    /// wins; else `done` says whether the release found what it released,
+    /// and `gone` is the error when it did not.
+    pub(crate) fn release_outcome(
+        &self,
+        lost_before: Option<LostReason>,
+        done: bool,
+        gone: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        match lost_before {
+            Some(r) => Err(self.lost_error(r)),
+            None if !done => Err(gone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The local time until which the lease is known to be alive.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        match *self.state.borrow() {
+            LeaseState::Alive { deadline } if deadline > Instant::now() => {
+                Some(deadline.into_std())
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves when the lease is lost (or closed).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_lost(&self) -> LostReason {
+        let mut rx = self.state.subscribe();
+        loop {
+            let state = *rx.borrow_and_update();
+            if let Some(r) = state.lost_at(Instant::now()) {
+                return r;
+            }
+            let LeaseState::Alive { deadline } = state else {
+                continue;
+            };
+            // The deadline is checked here too, not only by the keepalive
+            // task: the signal must fire on time even if that task cannot run.
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return LostReason::Closed;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return LostReason::Unreachable,
+            }
+        }
+    }
+
+    pub(crate) fn lost_error(&self, reason: LostReason) -> Error {
+        match reason {
+            LostReason::Closed => Error::SessionClosed,
+            _ => Error::LeaseExpired { lease: self.lease },
+        }
+    }
+
+    fn stop_keepalive(&self) {
+        if let Some(task) = crate::rt::lock(&self.keepalive).take() {
+            task.abort();
+        }
+    }
+
+    /// Stops the keepalive and revokes the lease (deleting its keys).
+    /// Returns whether the lease still existed.
+    pub(crate) async fn revoke(&self) -> Result<bool> {
+        let was = self.lost();
+        if was == Some(LostReason::Closed) {
+            return Err(Error::SessionClosed);
+        }
+        self.stop_keepalive();
+        // Closed is recorded only once the revoke has an answer: if this
+        // future is dropped meanwhile, the drop of the session revokes in
+        // the background instead.
+        let r = self.client.lease_revoke(self.lease).await;
+        self.state
+            .send_replace(LeaseState::Lost(LostReason::Closed));
+        Ok(r? && was.is_none())
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.stop_keepalive();
+        if self.lost() == Some(LostReason::Closed) {
+            return;
+        }
+        // Dropped without close: revoke in the background when a runtime is
+        // there, so the locks go now rather than after a whole TTL. The task
+        // is bounded by the client's request timeout (a few attempts).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let lease = self.lease;
+            rt.spawn(async move {
+                let _ = client.lease_revoke(lease).await;
+            });
+        }
+    }
+}

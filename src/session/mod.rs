@@ -1,0 +1,147 @@
+//! A lease and everything that hangs on it: the grant, the keepalive task,
+//! the local deadline and lost signal, the revoke on close; and the names
+//! the session has queued for.
+//!
+//! - `lease.rs`: [`SessionInner`], the state shared by a [`Session`] and
+//!   every guard taken on it; [`LostReason`].
+//! - `keepalive.rs`: the one background task of a lease.
+//! - `names.rs`: the per-name reservations the session owns.
+//!
+//! # When is a lease lost?
+//!
+//! The keepalive task sends one `LeaseKeepAlive` message every TTL/3 on one
+//! stream per lease. Each answer with a positive TTL moves the lease's
+//! *local deadline* to `sent + TTL`, where `sent` is the monotonic time at
+//! which the answered keepalive was sent. etcd starts its own countdown only
+//! after it has received that message, so the local deadline is never later
+//! than the server's expiry (the clocks of the two machines are not
+//! compared; only the local monotonic clock is used). The lost signal fires
+//! at the deadline, or at once when etcd answers that the lease is gone:
+//! before the server could give the lock to anyone else.
+//!
+//! # Background traffic
+//!
+//! A held lease costs one keepalive message and one answer every TTL/3
+//! (with the default 10 s TTL: 18 messages each way per minute, no raft
+//! commits), however many locks share it. The first keepalive goes out
+//! TTL/3 after the grant, so a short lock cycle sends none.
+
+mod keepalive;
+mod lease;
+mod names;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::types::LeaseId;
+
+pub use lease::LostReason;
+pub(crate) use lease::SessionInner;
+pub(crate) use names::StaleKey;
+
+/// One lease shared by many locks. Locking and releasing on a session costs
+/// one transaction each; the lease is kept alive by one background task
+/// until [`close`](Session::close).
+///
+/// Dropping a session without `close` stops its keepalive and, when a tokio
+/// runtime is running, revokes the lease in the background (deleting every
+/// lock key on it) as soon as no guard taken on it is alive; guards keep the
+/// session's lease alive while they exist.
+///
+/// ```no_run
+/// # async fn f(client: locker::Client) -> locker::Result<()> {
+/// use std::time::Duration;
+/// let session = client.session(Duration::from_secs(10)).await?;
+/// let a = session.lock("a").await?;
+/// let b = session.lock("b").await?;
+/// a.release().await?;
+/// b.release().await?;
+/// session.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("lease", &self.inner.lease)
+            .field("ttl", &self.inner.ttl)
+            .field("lost", &self.inner.lost())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Opens a session: grants a lease of `ttl` (rounded up to whole
+    /// seconds; etcd may raise it to its minimum) and starts its keepalive.
+    ///
+    /// Wire calls: one `Lease/LeaseGrant`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero TTL; network and server errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in effect: a lease granted for a dropped future has no
+    /// keys and expires after its TTL.
+    pub async fn session(&self, ttl: Duration) -> Result<Session> {
+        Ok(Session {
+            inner: SessionInner::grant(self, ttl).await?,
+        })
+    }
+}
+
+impl Session {
+    /// The session's lease.
+    pub fn lease(&self) -> LeaseId {
+        self.inner.lease
+    }
+
+    /// The TTL etcd granted.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The local monotonic time until which the lease is known to be alive
+    /// (the lost signal fires then unless a keepalive answer moves it);
+    /// `None` once lost.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.inner.deadline()
+    }
+
+    /// Whether the lease is lost (or the session closed), and why.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.inner.lost()
+    }
+
+    /// Resolves when the lease is lost or the session closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lost(&self) -> LostReason {
+        self.inner.wait_lost().await
+    }
+
+    /// Stops the keepalive and revokes the lease, which deletes every lock
+    /// key on it in one commit. Guards still alive report the lock lost.
+    ///
+    /// Wire calls: one `Lease/LeaseRevoke`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the lease had already expired (its locks
+    /// were lost before the close); network errors (the lease then expires
+    /// by itself after its TTL).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the revoke may or may not be applied.
+    pub async fn close(self) -> Result<()> {
+        let lost = self.inner.lost();
+        let existed = self.inner.revoke().await?;
+        let lease = self.inner.lease;
+        self.inner
+            .release_outcome(lost, existed, || Error::LeaseExpired { lease })
+    }
+}
