@@ -125,6 +125,12 @@ pub enum Error {
         /// The lock key.
         key: String,
     },
+    /// This candidate is not the leader any more: its key is gone or
+    /// belongs to another campaign. Stop acting as leader.
+    NotLeader {
+        /// The candidate key.
+        key: String,
+    },
     /// Waiting for the lock took longer than the acquire timeout; nothing is
     /// left queued.
     AcquireTimeout {
@@ -157,10 +163,13 @@ impl Error {
         }
     }
 
-    /// True when the error says the lock or its lease is gone
-    /// ([`Error::LockLost`] or [`Error::LeaseExpired`]).
+    /// True when the error says the lock, the leadership or their lease is
+    /// gone ([`Error::LockLost`], [`Error::LeaseExpired`], [`Error::NotLeader`]).
     pub fn is_lost(&self) -> bool {
-        matches!(self, Error::LockLost { .. } | Error::LeaseExpired { .. })
+        matches!(
+            self,
+            Error::LockLost { .. } | Error::LeaseExpired { .. } | Error::NotLeader { .. }
+        )
     }
 
     /// True when the failure is one of connectivity (unreachable, timeout,
@@ -175,6 +184,22 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::LeaseExpired { .. }
+            | Error::LockLost { .. }
+            | Error::NotLeader { .. }
+            | Error::AcquireTimeout { .. }
+            | Error::AlreadyLocked { .. }
+            | Error::SessionClosed
+            | Error::WatchCanceled { .. } => self.fmt_state(f),
+            _ => self.fmt_call(f),
+        }
+    }
+}
+
+impl Error {
+    /// Errors of a call: its input, the way to etcd, etcd's answer.
+    fn fmt_call(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
             Error::InvalidEndpoint { endpoint, reason } => {
@@ -235,6 +260,13 @@ impl fmt::Display for Error {
                 "{path} to {endpoint} was refused: {message}; the user needs read-write permission on the lock's key prefix"
             ),
             Error::Protocol { path, detail } => write!(f, "malformed answer to {path}: {detail}"),
+            _ => self.fmt_state(f),
+        }
+    }
+
+    /// Errors about a lock's, a lease's or a session's state.
+    fn fmt_state(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::LeaseExpired { lease } => write!(
                 f,
                 "lease {lease} expired or can no longer be assumed alive; its locks are lost"
@@ -250,8 +282,13 @@ impl fmt::Display for Error {
                 f,
                 "this session already holds or waits for lock {name:?} (queue revision {revision}); use another session to queue twice"
             ),
+            Error::NotLeader { key } => write!(
+                f,
+                "not the leader any more: candidate key {key} is gone or not this campaign's; stop acting as leader"
+            ),
             Error::SessionClosed => write!(f, "the session is closed"),
             Error::WatchCanceled { reason } => write!(f, "watch canceled by etcd: {reason}"),
+            _ => write!(f, "{self:?}"),
         }
     }
 }

@@ -17,7 +17,10 @@
 //!   Whose turn it is, is a parameter (the rule).
 //! - `lock/`: the mutex on the engine: [`LockRequest`], [`TryLock`],
 //!   [`LockGuard`] with its fencing token.
-//! - `observe`: [`Client::holder`] and [`LockWatch`], the lock-state stream.
+//! - `election/`: leader election on the engine: [`CampaignRequest`],
+//!   [`Leadership`] (proclaim, resign, fencing token, lost signal).
+//! - `observe/`: [`Client::holder`], [`Client::leader`], and the streams
+//!   [`LockWatch`] and [`LeaderWatch`].
 //! - `testing` (feature `testing`): real etcd processes and a fault proxy.
 //!
 //! # Quick start
@@ -54,6 +57,7 @@
 
 pub mod audit;
 mod client;
+mod election;
 mod error;
 mod lock;
 mod observe;
@@ -67,9 +71,10 @@ pub mod wire;
 
 pub use audit::{AuditSink, WireKind, WireRecord};
 pub use client::{Client, ClientBuilder, MemberStatus, paths};
+pub use election::{CampaignRequest, Leadership};
 pub use error::{Error, Result};
 pub use lock::{LockGuard, LockRequest, TryLock, TryLockRequest};
-pub use observe::{LockEvent, LockWatch};
+pub use observe::{ElectionEvent, LeaderWatch, LockEvent, LockWatch};
 pub use queue::{DEFAULT_TTL, MAX_NAME_LEN, MAX_VALUE_LEN, default_value, validate_name};
 pub use session::{LostReason, Session};
 pub use types::{Holder, KeyValue, LeaseId, Revision};

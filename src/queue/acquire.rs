@@ -38,6 +38,9 @@ pub(crate) struct Queued {
     pub(crate) turn: Turn,
     /// The first holder, when the answer read it.
     pub(crate) holder: Option<KeyValue>,
+    /// The value of my key, when the acquire found it already there (a
+    /// resent acquire, or a restarted process on its old lease).
+    pub(crate) found: Option<Vec<u8>>,
 }
 
 impl Queued {
@@ -121,6 +124,7 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             rev: Revision(rev),
             turn: Turn::Mine,
             holder: None,
+            found: None,
         });
     }
     let inner = match mode {
@@ -139,6 +143,7 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             rev: mine,
             turn: a.rule.judge_after_put(mine, &answers),
             holder: a.rule.first_holder(&answers[..per_read]),
+            found: None,
         });
     }
     let answers = ranges(inner, 1 + per_read)?;
@@ -157,6 +162,7 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
         rev,
         turn: a.rule.judge_holders(rev, holders),
         holder: a.rule.first_holder(holders),
+        found: mine.kvs.first().map(|kv| kv.value.clone()),
     })
 }
 

@@ -15,7 +15,7 @@ use super::wait::{Place, wait_turn};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::session::SessionInner;
-use crate::types::KeyValue;
+use crate::types::{KeyValue, Revision};
 
 /// The default lease TTL of a lock with its own lease.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -144,7 +144,7 @@ impl Entry {
                 };
                 wait_turn(&r.session, &me, q.turn).await?;
             }
-            Ok(q.rev)
+            Ok((q.rev, q.found))
         };
         let outcome = tokio::select! {
             res = turn => res,
@@ -155,7 +155,7 @@ impl Entry {
             }),
         };
         // The lease may have been lost just as the wait ended.
-        let outcome = outcome.and_then(|rev| r.session.check_alive().map(|()| rev));
+        let outcome = outcome.and_then(|found| r.session.check_alive().map(|()| found));
         self.finish(r, outcome).await
     }
 
@@ -170,7 +170,7 @@ impl Entry {
         let a = self.acquire(&r, &prefix);
         let q = acquire(&r.session.client, &a, Mode::OnlyIfFree).await?;
         if q.holds() {
-            return Ok(Ok(self.finish(r, Ok(q.rev)).await?));
+            return Ok(Ok(self.finish(r, Ok((q.rev, q.found))).await?));
         }
         let Some(holder) = q.holder else {
             return Err(Error::Protocol {
@@ -197,19 +197,16 @@ impl Entry {
         }
     }
 
-    /// Hands out the held key, or leaves nothing queued before reporting
-    /// the error.
-    async fn finish(self, r: Ready, outcome: Result<crate::types::Revision>) -> Result<Held> {
+    /// Hands out the held key (with the value found in it, when it was
+    /// there already), or leaves nothing queued before reporting the error.
+    async fn finish(self, r: Ready, outcome: Result<(Revision, Option<Vec<u8>>)>) -> Result<Held> {
         r.cleanup.disarm();
         match outcome {
-            Ok(rev) => Ok(Held::new(
-                r.session,
-                r.lease_use,
-                self.name,
-                r.key,
-                r.value,
-                rev,
-            )),
+            Ok((rev, found)) => {
+                let value = found.unwrap_or(r.value);
+                let (name, key) = (self.name, r.key);
+                Ok(Held::new(r.session, r.lease_use, name, key, value, rev))
+            }
             Err(e) => {
                 leave(&r.session, r.lease_use, &self.name, &r.key).await;
                 Err(e)

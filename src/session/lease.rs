@@ -10,9 +10,11 @@ use tokio::time::Instant;
 
 use super::keepalive::keepalive_loop;
 use super::names::Slot;
-use crate::client::{Client, MAX_TTL_SECS};
+use crate::client::{Client, MAX_TTL_SECS, Retry, paths};
 use crate::error::{Error, Result};
 use crate::types::LeaseId;
+use crate::wire::etcdserverpb as pb;
+use crate::wire::etcdserverpb::lease_client::LeaseClient;
 
 /// Why a lease is no longer held.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -72,25 +74,67 @@ impl SessionInner {
         let sent = Instant::now();
         let resp = client.lease_grant_raw(secs).await?;
         let granted = Duration::from_secs(resp.ttl.clamp(1, MAX_TTL_SECS) as u64);
-        let deadline = plus_ttl(sent, resp.ttl);
+        Ok(SessionInner::start(
+            client,
+            LeaseId(resp.id),
+            granted,
+            plus_ttl(sent, resp.ttl),
+        ))
+    }
+
+    /// The session of a live lease, and its keepalive task (which it owns).
+    fn start(client: &Client, lease: LeaseId, ttl: Duration, deadline: Instant) -> Arc<Self> {
         let (state, _) = watch::channel(LeaseState::Alive { deadline });
         let inner = Arc::new(SessionInner {
             client: client.clone(),
-            lease: LeaseId(resp.id),
-            ttl: granted,
+            lease,
+            ttl,
             state,
             keepalive: Mutex::new(None),
             names: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(keepalive_loop(
             client.clone(),
-            inner.lease,
-            granted,
+            lease,
+            ttl,
             deadline,
             inner.state.clone(),
         ));
         *crate::rt::lock(&inner.keepalive) = Some(task);
-        Ok(inner)
+        inner
+    }
+
+    /// Takes over a lease granted earlier (by this process before a
+    /// restart, say): reads its remaining and granted TTL, then keeps it
+    /// alive like a new one. The deadline starts from the remaining TTL,
+    /// counted from before the read was sent.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when etcd no longer knows the lease; network
+    /// errors.
+    pub(crate) async fn adopt(client: &Client, lease: LeaseId) -> Result<Arc<SessionInner>> {
+        let sent = Instant::now();
+        let resp = client
+            .unary(
+                paths::LEASE_TTL,
+                Retry::Safe,
+                pb::LeaseTimeToLiveRequest {
+                    id: lease.0,
+                    keys: false,
+                },
+                |ch, r| async move { LeaseClient::new(ch).lease_time_to_live(r).await },
+            )
+            .await?;
+        if resp.ttl <= 0 {
+            return Err(Error::LeaseExpired { lease });
+        }
+        let granted = Duration::from_secs(resp.granted_ttl.clamp(1, MAX_TTL_SECS) as u64);
+        Ok(SessionInner::start(
+            client,
+            lease,
+            granted,
+            plus_ttl(sent, resp.ttl),
+        ))
     }
 
     /// Whether the lease is lost, judged by the clock now.

@@ -94,6 +94,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Resumes a session on a lease granted earlier, for a process that
+    /// restarted and kept the lease id (within its TTL): the lease is kept
+    /// alive from now on, and a lock or campaign on the session finds its
+    /// old key and keeps its place (etcd's `ResumeElection`).
+    ///
+    /// Wire calls: one `Lease/LeaseTimeToLive`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the lease is gone; network errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn resume_session(&self, lease: LeaseId) -> Result<Session> {
+        Ok(Session {
+            inner: SessionInner::adopt(self, lease).await?,
+        })
+    }
+}
+
 impl Session {
     /// The session's lease.
     pub fn lease(&self) -> LeaseId {

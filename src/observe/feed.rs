@@ -1,0 +1,240 @@
+//! The task behind every observing stream: a snapshot of a name's keys,
+//! then one watch of `{name}/` from the next revision, turned into events
+//! by revision, exactly once and in order; resumed by revision after a
+//! broken stream, and resynced from a fresh snapshot after a compaction.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::keys::KeysByRevision;
+use crate::client::{Client, prefix_end};
+use crate::error::{Error, Result};
+use crate::queue::{open_watch, prefix};
+use crate::types::{KeyValue, Revision};
+use crate::wire::etcdserverpb as pb;
+use crate::wire::mvccpb;
+
+/// How a stream turns changes of the first key into its own events.
+pub(super) trait Events: Send + Sync + 'static {
+    type Event: Send + 'static;
+    /// The first event: the first key at the snapshot's revision.
+    fn snapshot(&self, first: Option<&KeyValue>, rev: Revision) -> Self::Event;
+    /// The events that turn first key `before` into `after` at `rev`.
+    fn changed(
+        &self,
+        before: Option<&KeyValue>,
+        after: Option<&KeyValue>,
+        rev: Revision,
+    ) -> Vec<Self::Event>;
+    /// Said when a compaction forced a fresh snapshot at `rev`, before the
+    /// events of the difference.
+    fn resynced(&self, rev: Revision) -> Option<Self::Event>;
+}
+
+/// A stream of events fed by a background task, which it owns: dropping
+/// the feed aborts the task.
+pub(super) struct Feed<E> {
+    rx: mpsc::Receiver<Result<E>>,
+    task: JoinHandle<()>,
+}
+
+impl<E> Drop for Feed<E> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<E> Feed<E> {
+    pub(super) async fn next(&mut self) -> Option<Result<E>> {
+        self.rx.recv().await
+    }
+
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<E>>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Reads the snapshot of `name` (at `at`, or the newest), sends its event,
+/// and starts the task that watches from the next revision.
+///
+/// Wire calls: one `KV/Range` of `{name}/`, then one `Watch` stream.
+///
+/// # Errors
+/// Network errors of the snapshot read; a compacted `at`.
+pub(super) async fn start<T: Events>(
+    client: &Client,
+    name: &str,
+    at: Option<Revision>,
+    events: T,
+) -> Result<Feed<T::Event>> {
+    let prefix = prefix(name);
+    let (tx, rx) = mpsc::channel(64);
+    let (kvs, rev) = match snapshot(client, &prefix, at).await {
+        Err(Error::Etcd { message, .. }) if message.contains("compacted") => {
+            // The revision to resume from is gone: a fresh snapshot, said so.
+            let (kvs, now) = client.get_prefix(&prefix).await?;
+            if let Some(e) = events.resynced(now) {
+                let _ = tx.try_send(Ok(e));
+            }
+            (kvs, now)
+        }
+        r => r?,
+    };
+    let keys = KeysByRevision::new(kvs);
+    // The channel has room for both, so this cannot fail.
+    let _ = tx.try_send(Ok(events.snapshot(keys.first(), rev)));
+    let watcher = Watcher {
+        client: client.clone(),
+        prefix,
+        keys,
+        rev,
+        tx,
+        events,
+    };
+    let task = tokio::spawn(watcher.run());
+    Ok(Feed { rx, task })
+}
+
+/// Every key under `prefix` at revision `at` (or the newest), and the
+/// revision the answer holds at.
+async fn snapshot(
+    client: &Client,
+    prefix: &str,
+    at: Option<Revision>,
+) -> Result<(Vec<KeyValue>, Revision)> {
+    let Some(at) = at else {
+        return client.get_prefix(prefix).await;
+    };
+    let req = pb::RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        revision: at.0,
+        ..Default::default()
+    };
+    let resp = client.range(req).await?;
+    Ok((resp.kvs.into_iter().map(KeyValue::from).collect(), at))
+}
+
+/// Pins a feed for [`Stream`](tokio_stream::Stream) impls.
+pub(super) fn poll_feed<E>(
+    feed: Pin<&mut Feed<E>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<E>>> {
+    feed.get_mut().poll_next(cx)
+}
+
+struct Watcher<T: Events> {
+    client: Client,
+    prefix: String,
+    keys: KeysByRevision,
+    /// The last revision reported.
+    rev: Revision,
+    tx: mpsc::Sender<Result<T::Event>>,
+    events: T,
+}
+
+/// What to do after a watch answer.
+enum Next {
+    /// Read on.
+    More,
+    /// Open a new watch (after a pause).
+    Reopen,
+    /// The receiver is gone or an error was final.
+    Stop,
+}
+
+impl<T: Events> Watcher<T> {
+    async fn run(mut self) {
+        let end = prefix_end(self.prefix.as_bytes());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let start = Revision(self.rev.0 + 1);
+            let key = self.prefix.as_bytes();
+            let mut stream = match open_watch(&self.client, key, end.clone(), start).await {
+                Ok(s) => s,
+                Err(e) if e.is_connectivity() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            while let Ok(Some(resp)) = stream.recv().await {
+                backoff = Duration::from_millis(100);
+                match self.on_answer(resp, backoff).await {
+                    Next::More => {}
+                    Next::Reopen => break,
+                    Next::Stop => return,
+                }
+            }
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Reports what one watch answer changed.
+    async fn on_answer(&mut self, resp: pb::WatchResponse, backoff: Duration) -> Next {
+        if resp.compact_revision != 0 {
+            return self.resync(backoff).await;
+        }
+        if resp.canceled {
+            let reason = resp.cancel_reason.clone();
+            let _ = self.tx.send(Err(Error::WatchCanceled { reason })).await;
+            return Next::Stop;
+        }
+        // Events come grouped by revision, in order.
+        let mut events = resp.events.iter().peekable();
+        while let Some(first) = events.next() {
+            let at = mod_revision(first);
+            let before = self.keys.first().cloned();
+            self.keys.apply(first);
+            while let Some(ev) = events.next_if(|e| mod_revision(e) == at) {
+                self.keys.apply(ev);
+            }
+            let out = self
+                .events
+                .changed(before.as_ref(), self.keys.first(), Revision(at));
+            if let Next::Stop = self.send(out).await {
+                return Next::Stop;
+            }
+            self.rev = Revision(self.rev.0.max(at));
+        }
+        Next::More
+    }
+
+    /// Our resume point was compacted: start again from a fresh snapshot.
+    async fn resync(&mut self, backoff: Duration) -> Next {
+        let Ok((kvs, now)) = self.client.get_prefix(&self.prefix).await else {
+            tokio::time::sleep(backoff).await;
+            return Next::Reopen;
+        };
+        let before = self.keys.first().cloned();
+        self.keys = KeysByRevision::new(kvs);
+        self.rev = now;
+        let said = self.events.resynced(now).into_iter();
+        let diff = self.events.changed(before.as_ref(), self.keys.first(), now);
+        match self.send(said.chain(diff).collect()).await {
+            Next::Stop => Next::Stop,
+            _ => Next::Reopen,
+        }
+    }
+
+    async fn send(&self, events: Vec<T::Event>) -> Next {
+        for e in events {
+            if self.tx.send(Ok(e)).await.is_err() {
+                return Next::Stop;
+            }
+        }
+        Next::More
+    }
+}
+
+fn mod_revision(ev: &mvccpb::Event) -> i64 {
+    ev.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}

@@ -1,0 +1,157 @@
+//! The lock-state stream: [`Client::watch_lock`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::feed::{Events, Feed, poll_feed, start};
+use crate::client::Client;
+use crate::error::Result;
+use crate::queue::validate_name;
+use crate::types::{Holder, KeyValue, Revision};
+
+/// A change of a lock's state, as seen by [`Client::watch_lock`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockEvent {
+    /// The first event: the state at the revision the watch started from.
+    Snapshot {
+        /// The holder then, if any.
+        holder: Option<Holder>,
+        /// The revision of the snapshot.
+        revision: Revision,
+    },
+    /// A new holder got the lock.
+    Acquired {
+        /// The new holder (`ttl_left` is not filled in).
+        holder: Holder,
+        /// The revision at which it became the holder.
+        revision: Revision,
+    },
+    /// The holder let go (released, expired, or deleted).
+    Released {
+        /// The holder that let go.
+        holder: Holder,
+        /// The revision of the release.
+        revision: Revision,
+    },
+}
+
+/// A stream of [`LockEvent`]s. It starts with a [`LockEvent::Snapshot`],
+/// then reports each change once, in revision order; it resumes by revision
+/// after a broken connection, so nothing is missed or repeated. If the
+/// revision to resume from was compacted away, it reads a fresh snapshot
+/// and reports the difference.
+///
+/// Implements [`Stream`](tokio_stream::Stream); [`next`](LockWatch::next)
+/// needs no extra trait. Dropping it stops its background task.
+pub struct LockWatch {
+    feed: Feed<LockEvent>,
+}
+
+impl std::fmt::Debug for LockWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWatch").finish_non_exhaustive()
+    }
+}
+
+impl LockWatch {
+    /// The next event; `None` after a final error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Option<Result<LockEvent>> {
+        self.feed.next().await
+    }
+}
+
+impl tokio_stream::Stream for LockWatch {
+    type Item = Result<LockEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        poll_feed(Pin::new(&mut self.get_mut().feed), cx)
+    }
+}
+
+/// Holder changes, as lock events.
+struct HolderEvents {
+    name: String,
+}
+
+impl HolderEvents {
+    fn holder(&self, kv: Option<&KeyValue>) -> Option<Holder> {
+        kv.map(|kv| Holder::from_kv(&self.name, kv.clone()))
+    }
+}
+
+impl Events for HolderEvents {
+    type Event = LockEvent;
+
+    fn snapshot(&self, first: Option<&KeyValue>, revision: Revision) -> LockEvent {
+        LockEvent::Snapshot {
+            holder: self.holder(first),
+            revision,
+        }
+    }
+
+    fn changed(
+        &self,
+        before: Option<&KeyValue>,
+        after: Option<&KeyValue>,
+        revision: Revision,
+    ) -> Vec<LockEvent> {
+        let same =
+            |a: &KeyValue, b: &KeyValue| a.key == b.key && a.create_revision == b.create_revision;
+        if match (before, after) {
+            (Some(a), Some(b)) => same(a, b),
+            (None, None) => true,
+            _ => false,
+        } {
+            return Vec::new();
+        }
+        let released = self
+            .holder(before)
+            .map(|holder| LockEvent::Released { holder, revision });
+        let acquired = self
+            .holder(after)
+            .map(|holder| LockEvent::Acquired { holder, revision });
+        released.into_iter().chain(acquired).collect()
+    }
+
+    fn resynced(&self, _: Revision) -> Option<LockEvent> {
+        None
+    }
+}
+
+impl Client {
+    /// Watches the lock `name`: a stream that starts with the current state
+    /// and then reports each change of holder.
+    ///
+    /// Wire calls: one `KV/Range` of `{name}/` (the snapshot), then one
+    /// `Watch` stream on `{name}/` from the next revision; after a broken
+    /// stream, a new `Watch` from the revision after the last one seen.
+    ///
+    /// ```no_run
+    /// # async fn f(client: locker::Client) -> locker::Result<()> {
+    /// let mut events = client.watch_lock("jobs/nightly").await?;
+    /// while let Some(event) = events.next().await {
+    ///     println!("{:?}", event?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad
+    /// name; network errors for the snapshot. Later errors arrive on the
+    /// stream, which retries connectivity failures by itself.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn watch_lock(&self, name: &str) -> Result<LockWatch> {
+        validate_name(name)?;
+        let events = HolderEvents {
+            name: name.to_owned(),
+        };
+        let feed = start(self, name, None, events).await?;
+        Ok(LockWatch { feed })
+    }
+}
