@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use locker::Error;
 
 use crate::code;
 use crate::output::say;
@@ -284,14 +285,15 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A lock name, checked by the library's own rules (not empty, not too long,
+/// no control characters), so that a bad name is a usage error before
+/// anything is sent.
 fn parse_name(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("the lock name must not be empty".to_owned());
+    match locker::validate_name(s) {
+        Ok(()) => Ok(s.to_owned()),
+        Err(Error::InvalidArgument { reason }) => Err(reason),
+        Err(e) => Err(e.to_string()),
     }
-    if s.chars().any(char::is_control) {
-        return Err("the lock name must not contain control characters".to_owned());
-    }
-    Ok(s.to_owned())
 }
 
 /// Turns a clap error into locker's one-line form (help and version are printed as they are).
@@ -341,6 +343,17 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn names_follow_the_library_rules() {
+        assert_eq!(parse_name("jobs/nightly"), Ok("jobs/nightly".to_owned()));
+        let longest = "n".repeat(locker::MAX_NAME_LEN);
+        assert_eq!(parse_name(&longest), Ok(longest.clone()));
+        for bad in [String::new(), "a\nb".to_owned(), format!("{longest}n")] {
+            let e = parse_name(&bad).expect_err("a bad name was accepted");
+            assert!(e.contains("lock name"), "{e}");
+        }
     }
 
     #[test]
