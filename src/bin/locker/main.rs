@@ -6,26 +6,31 @@
 //! - `main.rs`: the entry point, the dispatch to a command, exit codes.
 //! - `args.rs`: the command line (clap), help texts, durations and names.
 //! - `connect.rs`: from the global options to a connected client.
-//! - `hold.rs`: `lock` and `try`.
+//! - `hold.rs`: `lock` and `try`, from taking the lock to releasing it.
+//! - `acquire.rs`: taking the lock on a session's lease.
+//! - `under_lock.rs`: the command run under the lock, or a wait for a signal.
 //! - `inspect.rs`: `holder` and `watch`.
 //! - `output.rs`: every line locker prints.
 //! - `signals.rs`: signals received and forwarded.
 
+mod acquire;
 mod args;
 mod connect;
 mod hold;
 mod inspect;
 mod output;
 mod signals;
+mod under_lock;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use locker::Error;
 
+use crate::acquire::Mode;
 use crate::args::{Cli, Command, usage_error};
 use crate::connect::client_builder;
-use crate::hold::{Mode, hold};
+use crate::hold::hold;
 use crate::inspect::{holder, watch};
 use crate::output::say;
 use crate::signals::Signals;
