@@ -9,7 +9,7 @@ use locker::{Client, Error, Holder, LockGuard, Session, TryLock};
 use tokio::time::Instant;
 
 use crate::args::HoldArgs;
-use crate::output::say;
+use crate::output::{held_text, say};
 use crate::signals::Signals;
 use crate::{code, report, signal_code};
 
@@ -57,14 +57,7 @@ impl NotTaken {
                 code::ACQUIRE_TIMEOUT
             }
             NotTaken::Held { name, holder, exit } => {
-                say(&format!(
-                    "lock {:?} is held by {:?} (key {}, lease {}, fencing token {})",
-                    name,
-                    holder.value_str(),
-                    holder.key,
-                    holder.lease,
-                    holder.fencing_token
-                ));
+                say(&held_text(&name, holder));
                 exit
             }
             NotTaken::Failed(e) => report(&e),

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use locker::{Holder, LostReason};
+use locker::{Error, Holder, LostReason};
 
 /// One line on stderr, prefixed `locker: `, written at once so that it does
 /// not interleave with the command's output.
@@ -69,6 +69,17 @@ pub(crate) fn holder_json_fields(h: &Holder, with_ttl: bool) -> String {
     s
 }
 
+/// `lock "NAME" is held by "VALUE" (key KEY, lease ID, fencing token N)`:
+/// the library's sentence for [`Error::Held`], with the lock's name put in,
+/// so that the wording lives in one place.
+pub(crate) fn held_text(name: &str, holder: Holder) -> String {
+    let sentence = Error::Held(Box::new(holder)).to_string();
+    match sentence.strip_prefix("lock ") {
+        Some(rest) => format!("lock {name:?} {rest}"),
+        None => format!("lock {name:?}: {sentence}"),
+    }
+}
+
 pub(crate) fn lost_text(reason: LostReason) -> &'static str {
     match reason {
         LostReason::Expired => "etcd says its lease no longer exists",
@@ -83,6 +94,23 @@ pub(crate) fn lost_text(reason: LostReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_text_names_the_lock_and_its_holder() {
+        let holder = Holder {
+            name: "jobs".to_owned(),
+            key: "jobs/694d7a1b2c3d4e5f".to_owned(),
+            value: b"host-a:42".to_vec(),
+            lease: locker::LeaseId(0x694d_7a1b_2c3d_4e5f),
+            fencing_token: locker::Revision(17),
+            ttl_left: None,
+        };
+        assert_eq!(
+            held_text("jobs", holder),
+            "lock \"jobs\" is held by \"host-a:42\" (key jobs/694d7a1b2c3d4e5f, \
+             lease 694d7a1b2c3d4e5f, fencing token 17)"
+        );
+    }
 
     #[test]
     fn json_escaping() {
