@@ -79,6 +79,7 @@ fn signal_code(sig: i32) -> u8 {
     code::SIGNAL_BASE.saturating_add(u8::try_from(sig).unwrap_or(0))
 }
 
+/// Parses the command line, then runs it on a two-thread runtime.
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -100,6 +101,7 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Listens for signals, connects, then runs the command; returns the exit code.
 async fn run(cli: Cli) -> u8 {
     let mut signals = match Signals::new() {
         Ok(s) => s,
