@@ -1,0 +1,364 @@
+//! The command line: clap definitions, help texts, and the parsing of
+//! durations and lock names.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+use locker::Error;
+
+use crate::code;
+use crate::output::say;
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  CODE   with a command: the command's own exit status
+  0      success; `lock` without a command, or `watch`, stopped by SIGINT, SIGTERM or SIGHUP
+  1      `holder`: the lock is free; any other failure
+  2      usage error: unknown option, empty lock name, zero TTL, bad duration or
+         endpoint, missing password, --cert without --key (or the reverse),
+         an unreadable certificate file
+  69     etcd cannot be reached: no endpoint answered, a request timed out, the
+         server is not etcd, or a request's outcome is unknown
+  75     `try`: the lock is held by someone else (see --conflict-exit-code)
+  77     etcd rejected the user name or password, or the user lacks permission
+  78     the lock was lost while held (the command got SIGTERM, then SIGKILL)
+  124    `lock --timeout`: the lock was not acquired in time (nothing is left queued)
+  126    the command could not be started
+  127    the command was not found
+  128+N  the command was killed by signal N, or locker got signal N before it held the lock
+
+Durations: 500ms, 5s, 2m, 1h; a bare number means seconds.";
+
+const ABOUT: &str = "Distributed locks on etcd v3: run a command while holding a lock";
+
+const LONG_ABOUT: &str = "\
+Distributed locks on etcd v3: run a command while holding a lock.
+
+Locks are FIFO and fenced: waiters get the lock in arrival order, and each holder gets a
+fencing token (the lock key's create revision) that only grows. A lock is kept alive by a
+lease; if locker dies, the lock is freed when the lease's TTL runs out. Lock keys are
+NAME/<lease id in hex>, as with `etcdctl lock`, so locker and etcdctl exclude each other.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "locker",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXIT_STATUS,
+    disable_help_subcommand = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    /// etcd endpoints, comma-separated (http://HOST:PORT or HOST:PORT). If unset, ETCDCTL_ENDPOINTS
+    /// is used, then http://127.0.0.1:2379
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URLS",
+        env = "LOCKER_ENDPOINTS"
+    )]
+    pub(crate) endpoints: Option<String>,
+
+    /// Time allowed to connect to one endpoint [default: 3s]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DUR", env = "LOCKER_CONNECT_TIMEOUT",
+          value_parser = parse_positive_duration)]
+    pub(crate) connect_timeout: Option<Duration>,
+
+    /// Time allowed for one request to etcd [default: 5s]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "DUR", env = "LOCKER_REQUEST_TIMEOUT",
+          value_parser = parse_positive_duration)]
+    pub(crate) request_timeout: Option<Duration>,
+
+    /// Authenticate as user NAME; the password follows a colon or comes from LOCKER_PASSWORD
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "NAME[:PASSWORD]",
+        env = "LOCKER_USER",
+        hide_env_values = true
+    )]
+    pub(crate) user: Option<String>,
+
+    /// CA bundle (PEM) to verify etcd's TLS certificate (default: the system's roots)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE",
+        env = "LOCKER_CACERT_FILE"
+    )]
+    pub(crate) cacert: Option<PathBuf>,
+
+    /// TLS client certificate (PEM), for mutual TLS; needs --key
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE",
+        env = "LOCKER_CERT_FILE"
+    )]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// TLS client key (PEM), for mutual TLS; needs --cert
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE",
+        env = "LOCKER_KEY_FILE"
+    )]
+    pub(crate) key: Option<PathBuf>,
+
+    /// Print every call to etcd on stderr, one line each, starting with "wire "
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "LOCKER_WIRE_LOG",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(crate) wire_log: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Wait for the lock (in FIFO order), then run CMD while holding it, or hold it until
+    /// interrupted
+    #[command(
+        after_help = EXIT_STATUS,
+        long_about = "\
+Wait for the lock (in FIFO order), then run CMD while holding it, or hold it until interrupted.
+
+With CMD: CMD runs with LOCKER_KEY and ETCD_LOCK_KEY (the lock key) and LOCKER_FENCING_TOKEN
+and ETCD_LOCK_REV (the fencing token) in its environment. When CMD exits, the lock is released
+and locker exits with CMD's exit status. SIGINT, SIGTERM and SIGHUP are passed on to CMD. If
+the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL after --kill-after) and locker
+exits with 78.
+
+Without CMD: prints `key=KEY fencing_token=N lease=ID` on one line, holds the lock until
+SIGINT, SIGTERM or SIGHUP, then releases it and exits with 0."
+    )]
+    Lock(LockArgs),
+
+    /// Take the lock only if it is free, then as `lock`; if it is held, say who holds it and exit
+    /// with 75
+    #[command(after_help = EXIT_STATUS)]
+    Try(TryArgs),
+
+    /// Print who holds the lock: key, value, lease, fencing token and lease time left (exit 1 when
+    /// free)
+    #[command(
+        after_help = EXIT_STATUS,
+        long_about = "\
+Print who holds the lock: key, value, lease, fencing token and lease time left.
+
+Prints one line: `held key=KEY value=\"VALUE\" lease=ID fencing_token=N ttl_left=Ns` and exits
+with 0, or `free` and exits with 1. With --json, one JSON object with the fields held, name,
+key, value, lease, fencing_token and ttl_left_secs."
+    )]
+    Holder(HolderArgs),
+
+    /// Print one line per change of the lock's holder (first the current state) until interrupted
+    #[command(
+        after_help = EXIT_STATUS,
+        long_about = "\
+Print one line per change of the lock's holder until SIGINT, SIGTERM or SIGHUP (then exit 0).
+
+The first line is the current state: `snapshot revision=R free` or
+`snapshot revision=R held key=KEY value=\"VALUE\" lease=ID fencing_token=N`. Then one line per
+change: `acquired revision=R key=...` or `released revision=R key=...`. With --json, one JSON
+object per line with the fields event, name, revision and holder (null when free)."
+    )]
+    Watch(WatchArgs),
+}
+
+/// Options shared by `lock` and `try`.
+#[derive(Args, Debug)]
+pub(crate) struct HoldArgs {
+    /// Lock name
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    pub(crate) name: String,
+
+    /// Lease TTL: if locker dies, the lock is freed after this long (seconds, or a duration such as
+    /// 30s; rounded up to whole seconds)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_duration)]
+    pub(crate) ttl: Duration,
+
+    /// Value stored in the lock key, shown to others as the holder [default: HOST:PID]
+    #[arg(long, value_name = "V")]
+    pub(crate) value: Option<OsString>,
+
+    /// When the lock is lost, how long CMD has to exit after SIGTERM before it gets SIGKILL
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) kill_after: Duration,
+
+    /// Command to run while holding the lock, with its arguments (after --)
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) cmd: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LockArgs {
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+
+    /// Give up waiting for the lock after this long and exit with 124 [default: wait forever]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TryArgs {
+    #[command(flatten)]
+    pub(crate) hold: HoldArgs,
+
+    /// Exit status when the lock is held by someone else
+    #[arg(long, value_name = "N", default_value_t = code::HELD)]
+    pub(crate) conflict_exit_code: u8,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct HolderArgs {
+    /// Lock name
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    pub(crate) name: String,
+
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WatchArgs {
+    /// Lock name
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    pub(crate) name: String,
+
+    /// Print one JSON object per line instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration {s:?}: use a whole number with an optional unit ms, s, m or h \
+             (e.g. 500ms, 5s, 2m, 1h; a bare number means seconds)"
+        )
+    };
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let millis = n
+        .checked_mul(millis_per_unit)
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    Ok(Duration::from_millis(millis))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A lock name, checked by the library's own rules (not empty, not too long,
+/// no control characters), so that a bad name is a usage error before
+/// anything is sent.
+fn parse_name(s: &str) -> Result<String, String> {
+    match locker::validate_name(s) {
+        Ok(()) => Ok(s.to_owned()),
+        Err(Error::InvalidArgument { reason }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Turns a clap error into locker's one-line form (help and version are printed as they are).
+pub(crate) fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(code::USAGE));
+        }
+        _ => {}
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid usage");
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    for tip in lines.filter(|l| l.starts_with("tip: ")) {
+        msg.push_str(&format!(" ({tip})"));
+    }
+    say(&format!("{msg}; see 'locker --help'"));
+    ExitCode::from(code::USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "s",
+            "5x",
+            "-1",
+            "1.5s",
+            " 5s",
+            "5 s",
+            "5sec",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn names_follow_the_library_rules() {
+        assert_eq!(parse_name("jobs/nightly"), Ok("jobs/nightly".to_owned()));
+        let longest = "n".repeat(locker::MAX_NAME_LEN);
+        assert_eq!(parse_name(&longest), Ok(longest.clone()));
+        for bad in [String::new(), "a\nb".to_owned(), format!("{longest}n")] {
+            let e = parse_name(&bad).expect_err("a bad name was accepted");
+            assert!(e.contains("lock name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,80 @@
+//! `lock` and `try`: take the lock, hold it (running the command, or until a
+//! signal), then release it.
+
+use std::time::Duration;
+
+use locker::{Client, LockGuard, Session};
+
+use crate::acquire::{Mode, acquire, close_session};
+use crate::args::HoldArgs;
+use crate::code;
+use crate::output::say;
+use crate::signals::Signals;
+use crate::under_lock::{Outcome, hold_until_signal, run_command};
+
+/// How long the clean-up after a lost lock may take (the network may be cut).
+const LOST_CLEANUP: Duration = Duration::from_secs(3);
+
+/// Runs `lock` or `try`; returns the exit code.
+pub(crate) async fn hold(client: &Client, signals: &mut Signals, args: HoldArgs, mode: Mode) -> u8 {
+    let (session, guard) = match acquire(client, signals, &args, mode).await {
+        Ok(taken) => taken,
+        Err(exit) => return exit,
+    };
+    let outcome = if args.cmd.is_empty() {
+        hold_until_signal(&guard, signals).await
+    } else {
+        run_command(&guard, &args.cmd, args.kill_after, signals).await
+    };
+    match outcome {
+        Outcome::Lost => {
+            clean_up_after_loss(session, guard).await;
+            code::LOST
+        }
+        Outcome::Done(exit) => release(session, guard, exit).await,
+    }
+}
+
+/// Tries to remove what may be left of a lost lock, but does not wait long:
+/// etcd may be unreachable.
+async fn clean_up_after_loss(session: Session, guard: LockGuard) {
+    let _ = tokio::time::timeout(LOST_CLEANUP, async {
+        let _ = guard.release().await;
+        let _ = session.close().await;
+    })
+    .await;
+}
+
+/// Releases the lock and revokes the session's lease after the work; returns
+/// `exit`, or 78 if the lock turns out to have been lost.
+async fn release(session: Session, guard: LockGuard, exit: u8) -> u8 {
+    let key = guard.key().to_owned();
+    let ttl = session.ttl();
+    match guard.release().await {
+        Ok(()) => {
+            if let Err(e) = session.close().await {
+                // The key is already deleted; the lease just expires by itself.
+                if !e.is_lost() {
+                    say(&format!("warning: the lock's lease was not revoked: {e}"));
+                }
+            }
+            exit
+        }
+        Err(e) if e.is_lost() => {
+            close_session(session, LOST_CLEANUP).await;
+            say(&format!(
+                "lock key {key} was lost before it was released; the work done under it \
+                 was not protected to the end"
+            ));
+            code::LOST
+        }
+        Err(e) => {
+            say(&format!(
+                "warning: could not release lock key {key} ({e}); etcd frees it when its \
+                 lease expires (TTL {ttl:?})"
+            ));
+            close_session(session, LOST_CLEANUP).await;
+            exit
+        }
+    }
+}
