@@ -1412,6 +1412,117 @@ mod tests {
         assert_eq!(prefix_end(b"\xff"), vec![0]);
     }
 
+    /// What `classify` makes of a status with no source error, by name.
+    fn classified(endpoint: &str, code: Code, msg: &str) -> &'static str {
+        match classify(endpoint, paths::TXN, &Status::new(code, msg)) {
+            Failure::NotSent(_) => "NotSent",
+            Failure::TlsCutOff(_) => "TlsCutOff",
+            Failure::Lost(_) => "Lost",
+            Failure::Busy(_) => "Busy",
+            Failure::Reauth => "Reauth",
+            Failure::NotEtcd(_) => "NotEtcd",
+            Failure::Fatal(Error::Tls { .. }) => "Tls",
+            Failure::Fatal(Error::AuthFailed { .. }) => "AuthFailed",
+            Failure::Fatal(Error::Etcd { .. }) => "Etcd",
+            Failure::Fatal(Error::PermissionDenied { .. }) => "PermissionDenied",
+            Failure::Fatal(_) => "another error",
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_by_code_and_etcd_text() {
+        use Code::*;
+        let http = "http://h:1";
+        let cases = [
+            (Unauthenticated, "etcdserver: invalid auth token", "Reauth"),
+            (
+                Unauthenticated,
+                "auth: revision of auth store is old",
+                "Reauth",
+            ),
+            (
+                FailedPrecondition,
+                "auth: revision of auth store is old",
+                "Reauth",
+            ),
+            (
+                Unauthenticated,
+                "etcdserver: authentication failed, invalid user ID or password",
+                "AuthFailed",
+            ),
+            (
+                InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+                "AuthFailed",
+            ),
+            (
+                Unauthenticated,
+                "etcdserver: invalid auth token; authentication failed",
+                "Reauth",
+            ),
+            (
+                InvalidArgument,
+                "etcdserver: too many operations in txn request",
+                "Etcd",
+            ),
+            (
+                ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+                "Etcd",
+            ),
+            (
+                OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+                "Etcd",
+            ),
+            (InvalidArgument, "bad request", "Etcd"),
+            (
+                PermissionDenied,
+                "etcdserver: permission denied",
+                "PermissionDenied",
+            ),
+            (Unimplemented, "unknown service etcdserverpb.KV", "NotEtcd"),
+            (Unavailable, "etcdserver: no leader", "Busy"),
+            (Unavailable, "etcdserver: not capable", "Busy"),
+            (Unavailable, "etcdserver: too many requests", "Busy"),
+            (Unavailable, "no leader", "Busy"),
+            (Unavailable, "etcdserver: leader changed", "Lost"),
+            (DeadlineExceeded, "etcdserver: request timed out", "Lost"),
+            (Unavailable, "mvcc: something", "Lost"),
+            (NotFound, "etcdserver: requested lease not found", "Etcd"),
+            (FailedPrecondition, "auth: user name not found", "Etcd"),
+            (Unauthenticated, "a proxy refused it", "Lost"),
+            (Unknown, "h2 protocol error: http2 error", "NotEtcd"),
+            (
+                Internal,
+                "protocol error: invalid compression flag",
+                "NotEtcd",
+            ),
+            (Unknown, "invalid content-type: text/html", "NotEtcd"),
+            (Unknown, "unexpected HTTP status code: 404", "NotEtcd"),
+            (Unknown, "transport error", "Lost"),
+            (Unavailable, "connection reset", "Lost"),
+            (Cancelled, "operation timed out", "NotSent"),
+            (Unknown, "invalid peer certificate: UnknownIssuer", "Lost"),
+        ];
+        for (code, msg, want) in cases {
+            assert_eq!(classified(http, code, msg), want, "{code:?} {msg:?}");
+        }
+        let https = "https://h:1";
+        assert_eq!(
+            classified(https, Unknown, "invalid peer certificate: UnknownIssuer"),
+            "Tls"
+        );
+        assert_eq!(
+            classified(https, Unknown, "received fatal alert: BadCertificate"),
+            "Tls"
+        );
+        assert_eq!(
+            classified(https, Unavailable, "etcdserver: no leader"),
+            "Busy"
+        );
+    }
+
     #[test]
     fn ttl_rounds_up_and_rejects_zero() {
         assert_eq!(ttl_secs(Duration::from_millis(1500)).unwrap(), 2);
