@@ -77,7 +77,7 @@ impl Ep {
         *crate::rt::lock(&self.down_until) = Some(Instant::now() + DOWN_BACKOFF);
     }
 
-    pub(super) fn mark_up(&self) {
+    fn mark_up(&self) {
         *crate::rt::lock(&self.down_until) = None;
     }
 }
@@ -94,6 +94,12 @@ impl Client {
             .partition(|&i| !self.inner.endpoints[i].is_down(now));
         up.extend(down);
         up
+    }
+
+    /// Endpoint `i` answered: it is up, and the next calls start with it.
+    pub(super) fn answered(&self, i: usize) {
+        self.inner.endpoints[i].mark_up();
+        self.inner.preferred.store(i, Ordering::Relaxed);
     }
 
     pub(crate) fn preferred_endpoint(&self) -> String {

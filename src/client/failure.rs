@@ -26,19 +26,6 @@ pub(super) enum Failure {
     Fatal(Error),
 }
 
-/// [`Error::Tls`] when every attempt was cut off during the TLS handshake
-/// (`cut_offs` of the `attempts`): the server most likely does not speak
-/// TLS. One endpoint doing so among others is just down.
-pub(super) fn cut_off_everywhere(
-    attempts: &mut Vec<(String, String)>,
-    cut_offs: usize,
-) -> Option<Error> {
-    if cut_offs == 0 || cut_offs != attempts.len() {
-        return None;
-    }
-    let (endpoint, detail) = attempts.pop()?;
-    Some(Error::Tls { endpoint, detail })
-}
 /// A status as audit records show it: code and message.
 pub(super) fn status_text(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())

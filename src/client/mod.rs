@@ -30,6 +30,7 @@ mod auth;
 mod builder;
 mod call;
 mod endpoints;
+mod failover;
 mod failure;
 mod ops;
 pub mod paths;

@@ -2,7 +2,6 @@
 //! audit record per message.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,7 +10,8 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 use super::Client;
-use super::failure::{Failure, classify, cut_off_everywhere, status_text};
+use super::failover::Failover;
+use super::failure::{Failure, classify, status_text};
 use crate::audit::{Describe, WireKind, WireRecord};
 use crate::error::{Error, Result};
 
@@ -30,74 +30,96 @@ impl Client {
         F: Fn(Channel, tonic::Request<ReceiverStream<Req>>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<tonic::Streaming<Resp>>, Status>>,
     {
-        let timeout = self.inner.request_timeout;
-        let mut attempts = Vec::new();
-        let mut reauthed = false;
-        let mut cut_offs = 0;
-        let mut plan = self.order();
-        plan.reverse();
-        while let Some(i) = plan.pop() {
+        let mut way = Failover::new(self.order());
+        while let Some(i) = way.next().await {
+            let failure = match self.open_on(i, path, &first, &call).await {
+                Ok(stream) => return Ok(stream),
+                Err(failure) => failure,
+            };
+            // Opening a stream is safe to repeat (its first message is a
+            // watch request or a keepalive): every failure that is not
+            // final goes on to the next endpoint.
             let ep = &self.inner.endpoints[i];
-            let (tx, rx) = mpsc::channel::<Req>(64);
-            let msg = first();
-            let summary = msg.describe();
-            // The first message goes in before the call: etcd answers a
-            // stream's headers only once it has something to say.
-            let _ = tx.try_send(msg);
-            let mut req = self.request(ReceiverStream::new(rx));
-            // Ask etcd to refuse, and later cancel, the stream when this
-            // member has no leader: a watch or keepalive there would never
-            // hear of the cluster's changes.
-            req.metadata_mut()
-                .insert("hasleader", AsciiMetadataValue::from_static("true"));
-            let outcome = tokio::time::timeout(timeout, call(ep.channel.clone(), req)).await;
-            let status = match &outcome {
-                Ok(Ok(_)) => "OK".to_owned(),
-                Ok(Err(s)) => status_text(s),
-                Err(_) => format!("timeout after {timeout:?}"),
-            };
-            self.audit(|| WireRecord {
-                status,
-                ..WireRecord::new(&ep.url, path, WireKind::StreamOpen)
-            });
-            self.audit(|| WireRecord {
-                request: summary,
-                ..WireRecord::new(&ep.url, path, WireKind::StreamSend)
-            });
-            let failure = match outcome {
-                Ok(Ok(resp)) => {
-                    ep.mark_up();
-                    self.inner.preferred.store(i, Ordering::Relaxed);
-                    return Ok(BiStream {
-                        client: self.clone(),
-                        endpoint: ep.url.clone(),
-                        path,
-                        tx,
-                        rx: resp.into_inner(),
-                    });
-                }
-                Ok(Err(status)) => classify(&ep.url, path, &status),
-                Err(_) => Failure::Lost(format!("no answer within {timeout:?}")),
-            };
-            drop(tx);
-            cut_offs += usize::from(matches!(failure, Failure::TlsCutOff(_)));
             match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Reauth => {
-                    self.reauth_once(&mut reauthed, &ep.url).await?;
-                    plan.push(i);
+                    self.reauth_once(&mut way.reauthed, &ep.url).await?;
+                    way.retry_now(i);
+                }
+                Failure::TlsCutOff(why) => {
+                    ep.mark_down();
+                    way.cut_off(&ep.url, why);
                 }
                 Failure::NotSent(why)
-                | Failure::TlsCutOff(why)
                 | Failure::Busy(why)
                 | Failure::Lost(why)
                 | Failure::NotEtcd(why) => {
                     ep.mark_down();
-                    attempts.push((ep.url.clone(), why));
+                    way.failed(&ep.url, why);
                 }
             }
         }
-        Err(cut_off_everywhere(&mut attempts, cut_offs).unwrap_or(Error::Unreachable { attempts }))
+        Err(way.stream_error())
+    }
+
+    /// One attempt to open the stream on endpoint `i`, under the request
+    /// timeout, with its audit records (the open and the first message).
+    /// An endpoint that accepts it becomes the preferred one.
+    async fn open_on<Req, Resp, F, Fut>(
+        &self,
+        i: usize,
+        path: &'static str,
+        first: &impl Fn() -> Req,
+        call: &F,
+    ) -> std::result::Result<BiStream<Req, Resp>, Failure>
+    where
+        Req: Describe + Send + 'static,
+        Resp: Describe,
+        F: Fn(Channel, tonic::Request<ReceiverStream<Req>>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<tonic::Streaming<Resp>>, Status>>,
+    {
+        let ep = &self.inner.endpoints[i];
+        let timeout = self.inner.request_timeout;
+        let (tx, rx) = mpsc::channel::<Req>(64);
+        let msg = first();
+        let summary = msg.describe();
+        // The first message goes in before the call: etcd answers a
+        // stream's headers only once it has something to say.
+        let _ = tx.try_send(msg);
+        let mut req = self.request(ReceiverStream::new(rx));
+        // Ask etcd to refuse, and later cancel, the stream when this
+        // member has no leader: a watch or keepalive there would never
+        // hear of the cluster's changes.
+        req.metadata_mut()
+            .insert("hasleader", AsciiMetadataValue::from_static("true"));
+        let outcome = tokio::time::timeout(timeout, call(ep.channel.clone(), req)).await;
+        let status = match &outcome {
+            Ok(Ok(_)) => "OK".to_owned(),
+            Ok(Err(s)) => status_text(s),
+            Err(_) => format!("timeout after {timeout:?}"),
+        };
+        self.audit(|| WireRecord {
+            status,
+            ..WireRecord::new(&ep.url, path, WireKind::StreamOpen)
+        });
+        self.audit(|| WireRecord {
+            request: summary,
+            ..WireRecord::new(&ep.url, path, WireKind::StreamSend)
+        });
+        match outcome {
+            Ok(Ok(resp)) => {
+                self.answered(i);
+                Ok(BiStream {
+                    client: self.clone(),
+                    endpoint: ep.url.clone(),
+                    path,
+                    tx,
+                    rx: resp.into_inner(),
+                })
+            }
+            Ok(Err(status)) => Err(classify(&ep.url, path, &status)),
+            Err(_) => Err(Failure::Lost(format!("no answer within {timeout:?}"))),
+        }
     }
 }
 
@@ -147,26 +169,32 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
             }
             Err(status) => {
                 self.close_record(status_text(&status));
-                Err(match classify(&self.endpoint, self.path, &status) {
-                    Failure::Fatal(e) => e,
-                    Failure::NotEtcd(detail) => Error::NotEtcd {
-                        endpoint: self.endpoint.clone(),
-                        detail,
-                    },
-                    Failure::NotSent(why)
-                    | Failure::TlsCutOff(why)
-                    | Failure::Lost(why)
-                    | Failure::Busy(why) => Error::Ambiguous {
-                        endpoint: self.endpoint.clone(),
-                        path: self.path,
-                        detail: why,
-                    },
-                    Failure::Reauth => Error::AuthFailed {
-                        endpoint: self.endpoint.clone(),
-                        message: status.message().to_owned(),
-                    },
-                })
+                Err(self.broken(&status))
             }
+        }
+    }
+
+    /// The error for a stream that broke with `status`: whatever was sent
+    /// on it may or may not have been applied.
+    fn broken(&self, status: &Status) -> Error {
+        match classify(&self.endpoint, self.path, status) {
+            Failure::Fatal(e) => e,
+            Failure::NotEtcd(detail) => Error::NotEtcd {
+                endpoint: self.endpoint.clone(),
+                detail,
+            },
+            Failure::NotSent(why)
+            | Failure::TlsCutOff(why)
+            | Failure::Lost(why)
+            | Failure::Busy(why) => Error::Ambiguous {
+                endpoint: self.endpoint.clone(),
+                path: self.path,
+                detail: why,
+            },
+            Failure::Reauth => Error::AuthFailed {
+                endpoint: self.endpoint.clone(),
+                message: status.message().to_owned(),
+            },
         }
     }
 
