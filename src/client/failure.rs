@@ -75,18 +75,23 @@ fn error_chain(status: &Status) -> String {
     s
 }
 
+/// Text in an error chain (lowercase) saying the TLS handshake failed.
+const TLS_FAILURE: &[&str] = &[
+    "certificate",
+    "invalidcontenttype",
+    "corrupt message",
+    "handshake",
+    "alert",
+];
+
 /// A TLS handshake failure somewhere in the error's sources.
 fn tls_failure(status: &Status) -> Option<String> {
     let chain = error_chain(status);
     let lower = chain.to_ascii_lowercase();
-    let tls = [
-        "certificate",
-        "invalidcontenttype",
-        "corrupt message",
-        "handshake",
-        "alert",
-    ];
-    tls.iter().any(|t| lower.contains(t)).then_some(chain)
+    TLS_FAILURE
+        .iter()
+        .any(|t| lower.contains(t))
+        .then_some(chain)
 }
 
 /// The connection was closed or reset before it was established (so, on
@@ -108,51 +113,124 @@ fn cut_off_while_connecting(status: &Status) -> bool {
     cut && connect_failure(status).is_some()
 }
 
+/// What an etcd message says to do, whatever else its status says.
+#[derive(Clone, Copy)]
+enum Meaning {
+    /// The token expired or predates an auth change: authenticate again.
+    Reauth,
+    /// Bad credentials.
+    AuthFailed,
+    /// Refused before being applied: another member, or a later try, may
+    /// take it.
+    Busy,
+}
+
+/// The etcd messages that decide what a status means, first match wins:
+/// the codes the message comes with, a text it contains, its meaning.
+const ETCD_MESSAGES: &[(&[Code], &str, Meaning)] = &[
+    (
+        &[Code::Unauthenticated],
+        "invalid auth token",
+        Meaning::Reauth,
+    ),
+    (
+        &[Code::Unauthenticated, Code::FailedPrecondition],
+        "revision of auth store is old",
+        Meaning::Reauth,
+    ),
+    (
+        &[Code::Unauthenticated, Code::InvalidArgument],
+        "authentication failed",
+        Meaning::AuthFailed,
+    ),
+    (&[Code::Unavailable], "no leader", Meaning::Busy),
+    (&[Code::Unavailable], "not capable", Meaning::Busy),
+    (&[Code::Unavailable], "too many requests", Meaning::Busy),
+];
+
+/// How etcd's own error messages start (gRPC's and proxies' do not).
+const ETCD_PREFIXES: &[&str] = &["etcdserver:", "mvcc:", "auth:"];
+
+/// Text in an error chain (lowercase) saying the peer does not speak gRPC
+/// over HTTP/2.
+const NOT_GRPC: &[&str] = &[
+    "http2 error",
+    "frame",
+    "invalid content-type",
+    "protocol error",
+    "http status",
+    "malformed",
+    "bytes remaining on stream",
+];
+
+/// What a failed attempt on `endpoint` means, in this order: a TLS failure
+/// (`https` only), a failure to connect, a known etcd message, the code.
 pub(super) fn classify(endpoint: &str, path: &'static str, status: &Status) -> Failure {
-    let msg = status.message();
     if endpoint.starts_with("https://") {
-        if cut_off_while_connecting(status) {
-            return Failure::TlsCutOff(format!(
-                "the TLS handshake was cut off ({}); a member going down, or a server that does not speak TLS",
-                error_chain(status)
-            ));
-        }
-        if let Some(detail) = tls_failure(status) {
-            return Failure::Fatal(Error::Tls {
-                endpoint: endpoint.to_owned(),
-                detail,
-            });
+        if let Some(failure) = tls_trouble(endpoint, status) {
+            return failure;
         }
     }
     if let Some(why) = connect_failure(status) {
         return Failure::NotSent(why);
     }
-    let etcd_error =
-        msg.starts_with("etcdserver:") || msg.starts_with("mvcc:") || msg.starts_with("auth:");
+    if let Some(meaning) = etcd_message(status) {
+        return meaning.failure(endpoint, status);
+    }
+    by_code(endpoint, path, status)
+}
+
+/// On an `https` endpoint: a handshake cut off, or a TLS failure.
+fn tls_trouble(endpoint: &str, status: &Status) -> Option<Failure> {
+    if cut_off_while_connecting(status) {
+        return Some(Failure::TlsCutOff(format!(
+            "the TLS handshake was cut off ({}); a member going down, or a server that does not speak TLS",
+            error_chain(status)
+        )));
+    }
+    let detail = tls_failure(status)?;
+    Some(Failure::Fatal(Error::Tls {
+        endpoint: endpoint.to_owned(),
+        detail,
+    }))
+}
+
+/// The meaning of the first of [`ETCD_MESSAGES`] the status matches.
+fn etcd_message(status: &Status) -> Option<Meaning> {
+    let (code, msg) = (status.code(), status.message());
+    ETCD_MESSAGES
+        .iter()
+        .find(|(codes, text, _)| codes.contains(&code) && msg.contains(text))
+        .map(|&(_, _, meaning)| meaning)
+}
+
+impl Meaning {
+    fn failure(self, endpoint: &str, status: &Status) -> Failure {
+        match self {
+            Meaning::Reauth => Failure::Reauth,
+            Meaning::AuthFailed => Failure::Fatal(Error::AuthFailed {
+                endpoint: endpoint.to_owned(),
+                message: status.message().to_owned(),
+            }),
+            Meaning::Busy => Failure::Busy(status.message().to_owned()),
+        }
+    }
+}
+
+/// What the status code says, when no known etcd message decided.
+fn by_code(endpoint: &str, path: &'static str, status: &Status) -> Failure {
+    let msg = status.message();
+    let etcd_error = ETCD_PREFIXES.iter().any(|p| msg.starts_with(p));
+    let etcd = || {
+        Failure::Fatal(Error::Etcd {
+            endpoint: endpoint.to_owned(),
+            path,
+            code: format!("{:?}", status.code()),
+            message: msg.to_owned(),
+        })
+    };
     match status.code() {
-        Code::Unauthenticated
-            if msg.contains("invalid auth token")
-                || msg.contains("revision of auth store is old") =>
-        {
-            Failure::Reauth
-        }
-        Code::FailedPrecondition if msg.contains("revision of auth store is old") => {
-            Failure::Reauth
-        }
-        Code::Unauthenticated | Code::InvalidArgument if msg.contains("authentication failed") => {
-            Failure::Fatal(Error::AuthFailed {
-                endpoint: endpoint.to_owned(),
-                message: msg.to_owned(),
-            })
-        }
-        Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange => {
-            Failure::Fatal(Error::Etcd {
-                endpoint: endpoint.to_owned(),
-                path,
-                code: format!("{:?}", status.code()),
-                message: msg.to_owned(),
-            })
-        }
+        Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange => etcd(),
         Code::PermissionDenied => Failure::Fatal(Error::PermissionDenied {
             endpoint: endpoint.to_owned(),
             path,
@@ -161,39 +239,23 @@ pub(super) fn classify(endpoint: &str, path: &'static str, status: &Status) -> F
         Code::Unimplemented => {
             Failure::NotEtcd(format!("the server does not implement {path}: {msg}"))
         }
-        Code::Unavailable
-            if msg.contains("no leader")
-                || msg.contains("not capable")
-                || msg.contains("too many requests") =>
-        {
-            Failure::Busy(msg.to_owned())
-        }
         Code::Unavailable | Code::DeadlineExceeded if etcd_error => {
             // "leader changed", "request timed out": may have been applied.
             Failure::Lost(msg.to_owned())
         }
-        _ if etcd_error => Failure::Fatal(Error::Etcd {
-            endpoint: endpoint.to_owned(),
-            path,
-            code: format!("{:?}", status.code()),
-            message: msg.to_owned(),
-        }),
-        _ => {
-            let chain = error_chain(status);
-            let lower = chain.to_ascii_lowercase();
-            if lower.contains("http2 error")
-                || lower.contains("frame")
-                || lower.contains("invalid content-type")
-                || lower.contains("protocol error")
-                || lower.contains("http status")
-                || lower.contains("malformed")
-                || lower.contains("bytes remaining on stream")
-            {
-                Failure::NotEtcd(chain)
-            } else {
-                Failure::Lost(chain)
-            }
-        }
+        _ if etcd_error => etcd(),
+        _ => by_transport(status),
+    }
+}
+
+/// Not etcd's answer: a peer that is not gRPC, or a connection lost.
+fn by_transport(status: &Status) -> Failure {
+    let chain = error_chain(status);
+    let lower = chain.to_ascii_lowercase();
+    if NOT_GRPC.iter().any(|t| lower.contains(t)) {
+        Failure::NotEtcd(chain)
+    } else {
+        Failure::Lost(chain)
     }
 }
 
