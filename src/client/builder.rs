@@ -223,17 +223,7 @@ impl ClientBuilder {
     /// # Errors
     /// As for [`connect`](Self::connect), minus the network errors.
     pub fn build(self) -> Result<Client> {
-        if self.endpoints.is_empty() {
-            return Err(Error::invalid("at least one etcd endpoint is needed"));
-        }
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(Error::invalid("timeouts must be greater than zero"));
-        }
-        let urls = self
-            .endpoints
-            .iter()
-            .map(|raw| Ok((raw, normalize_endpoint(raw)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let urls = self.checked_urls()?;
         // Certificate files are checked even for http:// endpoints: a bad
         // path is reported at once, not when an https endpoint is added.
         #[cfg(feature = "tls")]
@@ -282,5 +272,20 @@ impl ClientBuilder {
                 auth_lock: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Checks the settings; returns each endpoint as given with its
+    /// normalized URL.
+    fn checked_urls(&self) -> Result<Vec<(&String, String)>> {
+        if self.endpoints.is_empty() {
+            return Err(Error::invalid("at least one etcd endpoint is needed"));
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::invalid("timeouts must be greater than zero"));
+        }
+        self.endpoints
+            .iter()
+            .map(|raw| Ok((raw, normalize_endpoint(raw)?)))
+            .collect()
     }
 }

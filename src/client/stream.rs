@@ -80,18 +80,7 @@ impl Client {
     {
         let ep = &self.inner.endpoints[i];
         let timeout = self.inner.request_timeout;
-        let (tx, rx) = mpsc::channel::<Req>(64);
-        let msg = first();
-        let summary = msg.describe();
-        // The first message goes in before the call: etcd answers a
-        // stream's headers only once it has something to say.
-        let _ = tx.try_send(msg);
-        let mut req = self.request(ReceiverStream::new(rx));
-        // Ask etcd to refuse, and later cancel, the stream when this
-        // member has no leader: a watch or keepalive there would never
-        // hear of the cluster's changes.
-        req.metadata_mut()
-            .insert("hasleader", AsciiMetadataValue::from_static("true"));
+        let (tx, req, summary) = self.stream_request(first());
         let outcome = tokio::time::timeout(timeout, call(ep.channel.clone(), req)).await;
         let status = match &outcome {
             Ok(Ok(_)) => "OK".to_owned(),
@@ -120,6 +109,30 @@ impl Client {
             Ok(Err(status)) => Err(classify(&ep.url, path, &status)),
             Err(_) => Err(Failure::Lost(format!("no answer within {timeout:?}"))),
         }
+    }
+
+    /// A stream's request, with `msg` already queued as its first message;
+    /// the sender for the next ones, and `msg` as audit records show it.
+    fn stream_request<Req: Describe>(
+        &self,
+        msg: Req,
+    ) -> (
+        mpsc::Sender<Req>,
+        tonic::Request<ReceiverStream<Req>>,
+        String,
+    ) {
+        let (tx, rx) = mpsc::channel::<Req>(64);
+        let summary = msg.describe();
+        // The first message goes in before the call: etcd answers a
+        // stream's headers only once it has something to say.
+        let _ = tx.try_send(msg);
+        let mut req = self.request(ReceiverStream::new(rx));
+        // Ask etcd to refuse, and later cancel, the stream when this
+        // member has no leader: a watch or keepalive there would never
+        // hear of the cluster's changes.
+        req.metadata_mut()
+            .insert("hasleader", AsciiMetadataValue::from_static("true"));
+        (tx, req, summary)
     }
 }
 
