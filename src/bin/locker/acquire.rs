@@ -5,10 +5,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
 use std::time::Duration;
 
-use locker::{Client, Error, Holder, LockGuard, Session, TryLock};
+use locker::{Client, Error, Holder, Session, TryLock};
 use tokio::time::Instant;
 
 use crate::args::HoldArgs;
+use crate::guard::Guard;
 use crate::output::{held_text, say};
 use crate::signals::Signals;
 use crate::{code, report, signal_code};
@@ -19,6 +20,8 @@ pub(crate) enum Mode {
     Wait { timeout: Option<Duration> },
     /// `try`: take the lock only if it is free, else exit with `conflict`.
     Try { conflict: u8 },
+    /// `elect`: campaign with the value as proposal, at most `timeout`.
+    Elect { timeout: Option<Duration> },
 }
 
 /// A `lock --timeout`: when it runs out, and how long it was.
@@ -76,9 +79,9 @@ pub(crate) async fn acquire(
     signals: &mut Signals,
     args: &HoldArgs,
     mode: Mode,
-) -> Result<(Session, LockGuard), u8> {
+) -> Result<(Session, Guard), u8> {
     let deadline = match mode {
-        Mode::Wait { timeout: Some(t) } => Some(Deadline {
+        Mode::Wait { timeout: Some(t) } | Mode::Elect { timeout: Some(t) } => Some(Deadline {
             at: Instant::now() + t,
             after: t,
         }),
@@ -88,7 +91,10 @@ pub(crate) async fn acquire(
         .await
         .map_err(NotTaken::report)?;
     let taken = match mode {
-        Mode::Wait { .. } => wait_for_lock(&session, signals, args, deadline).await,
+        Mode::Wait { .. } | Mode::Elect { .. } => {
+            let elect = matches!(mode, Mode::Elect { .. });
+            wait_for_turn(&session, signals, args, deadline, elect).await
+        }
         Mode::Try { conflict } => try_lock(&session, signals, args, conflict).await,
     };
     match taken {
@@ -136,26 +142,43 @@ fn value(args: &HoldArgs) -> Option<Vec<u8>> {
     args.value.clone().map(OsString::into_vec)
 }
 
-/// `lock`: waits in the queue for the lock, until the deadline if any.
-async fn wait_for_lock(
+/// `lock` and `elect`: waits in the queue for the lock or leadership, until
+/// the deadline if any.
+async fn wait_for_turn(
     session: &Session,
     signals: &mut Signals,
     args: &HoldArgs,
     deadline: Option<Deadline>,
-) -> Result<LockGuard, NotTaken> {
-    let mut req = session.lock(args.name.clone());
-    if let Some(v) = value(args) {
-        req = req.value(v);
-    }
-    if let Some(d) = deadline {
-        let left = d.at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out(args, deadline));
+    elect: bool,
+) -> Result<Guard, NotTaken> {
+    let left = match deadline {
+        Some(d) => match d.at.saturating_duration_since(Instant::now()) {
+            left if left.is_zero() => return Err(timed_out(args, deadline)),
+            left => Some(left),
+        },
+        None => None,
+    };
+    let name = args.name.clone();
+    let turn = async {
+        if elect {
+            let mut req = session.campaign(name, value(args).unwrap_or_default());
+            if let Some(left) = left {
+                req = req.timeout(left);
+            }
+            req.await.map(Guard::Leader)
+        } else {
+            let mut req = session.lock(name);
+            if let Some(v) = value(args) {
+                req = req.value(v);
+            }
+            if let Some(left) = left {
+                req = req.timeout(left);
+            }
+            req.await.map(Guard::Lock)
         }
-        req = req.timeout(left);
-    }
+    };
     let r = tokio::select! {
-        r = req => r,
+        r = turn => r,
         sig = signals.recv() => return Err(NotTaken::Signal(sig)),
     };
     r.map_err(|e| match e {
@@ -173,7 +196,7 @@ async fn try_lock(
     signals: &mut Signals,
     args: &HoldArgs,
     conflict: u8,
-) -> Result<LockGuard, NotTaken> {
+) -> Result<Guard, NotTaken> {
     let mut req = session.try_lock(args.name.clone());
     if let Some(v) = value(args) {
         req = req.value(v);
@@ -183,7 +206,7 @@ async fn try_lock(
         sig = signals.recv() => return Err(NotTaken::Signal(sig)),
     };
     match r {
-        Ok(TryLock::Acquired(guard)) => Ok(guard),
+        Ok(TryLock::Acquired(guard)) => Ok(Guard::Lock(guard)),
         Ok(TryLock::Held(holder)) => Err(NotTaken::Held {
             name: args.name.clone(),
             holder,

@@ -16,7 +16,8 @@ use crate::output::say;
 const EXIT_STATUS: &str = "\
 Exit status:
   CODE   with a command: the command's own exit status
-  0      success; `lock` without a command, or `watch`, stopped by SIGINT, SIGTERM or SIGHUP
+  0      success; `lock` or `elect` without a command, `watch` or `elect --listen`, stopped by
+         SIGINT, SIGTERM or SIGHUP
   1      `holder`: the lock is free; any other failure
   2      usage error: unknown option, empty lock name, zero TTL, bad duration or
          endpoint, missing password, --cert without --key (or the reverse),
@@ -25,8 +26,9 @@ Exit status:
          server is not etcd, or a request's outcome is unknown
   75     `try`: the lock is held by someone else (see --conflict-exit-code)
   77     etcd rejected the user name or password, or the user lacks permission
-  78     the lock was lost while held (the command got SIGTERM, then SIGKILL)
-  124    `lock --timeout`: the lock was not acquired in time (nothing is left queued)
+  78     the lock or leadership was lost while held (the command got SIGTERM, then SIGKILL)
+  124    `lock --timeout`, `elect --timeout`: not acquired or elected in time (nothing is
+         left queued)
   126    the command could not be started
   127    the command was not found
   128+N  the command was killed by signal N, or locker got signal N before it held the lock
@@ -181,6 +183,25 @@ change: `acquired revision=R key=...` or `released revision=R key=...`. With --j
 object per line with the fields event, name, revision and holder (null when free)."
     )]
     Watch(WatchArgs),
+    /// Campaign to lead an election, then run CMD while leader, or lead until interrupted; with
+    /// --listen, print the election's leaders and proclamations
+    #[command(
+        after_help = EXIT_STATUS,
+        long_about = "\
+Campaign to lead the election NAME with PROPOSAL as the candidate's value (in FIFO order: the
+candidate that campaigned first leads), then run CMD while leader, or lead until interrupted.
+Candidates are NAME/<lease id in hex>, as with `etcdctl elect`: locker and etcdctl candidates
+are one election, and an `etcdctl lock NAME` holder keeps every candidate waiting.
+When elected, prints `key=KEY fencing_token=N lease=ID` on one line. With CMD: CMD runs with
+LOCKER_KEY and LOCKER_FENCING_TOKEN in its environment; when it exits, locker resigns and exits
+with CMD's exit status; if leadership is lost, CMD gets SIGTERM (SIGKILL after --kill-after) and
+locker exits with 78. Without CMD: leads until SIGINT, SIGTERM or SIGHUP, then resigns, exit 0.
+With --listen (like `etcdctl elect -l`): prints `leader revision=R key=KEY value=\"V\" lease=ID
+fencing_token=N`, `proclaimed revision=R key=...`, `no-leader revision=R` or
+`resynced revision=R`, one line per event (the first is the current state), until interrupted.
+With --json, one JSON object per line with the fields event, name, revision and leader."
+    )]
+    Elect(ElectArgs),
 }
 
 /// Options shared by `lock` and `try`.
@@ -226,6 +247,48 @@ pub(crate) struct TryArgs {
     /// Exit status when the lock is held by someone else
     #[arg(long, value_name = "N", default_value_t = code::HELD)]
     pub(crate) conflict_exit_code: u8,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ElectArgs {
+    /// Election name
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    pub(crate) name: String,
+    /// The candidate's value, seen by observers as the leader's proposal
+    #[arg(value_name = "PROPOSAL", required_unless_present = "listen")]
+    pub(crate) proposal: Option<OsString>,
+    /// Print the leader and every change until interrupted, instead of campaigning
+    #[arg(long, short = 'l', conflicts_with_all = ["proposal", "cmd", "timeout"])]
+    pub(crate) listen: bool,
+    /// With --listen: one JSON object per line instead of text
+    #[arg(long, requires = "listen")]
+    pub(crate) json: bool,
+    /// Lease TTL: if locker dies, the next candidate is elected after this long (seconds, or a
+    /// duration such as 30s; rounded up to whole seconds)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_duration)]
+    pub(crate) ttl: Duration,
+    /// Give up campaigning after this long and exit with 124 [default: wait forever]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    pub(crate) timeout: Option<Duration>,
+    /// When leadership is lost, how long CMD has to exit after SIGTERM before it gets SIGKILL
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) kill_after: Duration,
+    /// Command to run while leader, with its arguments (after --)
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) cmd: Vec<OsString>,
+}
+
+impl ElectArgs {
+    /// The campaign as a hold: the proposal is the value.
+    pub(crate) fn into_hold(self) -> HoldArgs {
+        HoldArgs {
+            name: self.name,
+            ttl: self.ttl,
+            value: self.proposal,
+            kill_after: self.kill_after,
+            cmd: self.cmd,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -1,13 +1,14 @@
-//! `lock` and `try`: take the lock, hold it (running the command, or until a
-//! signal), then release it.
+//! `lock`, `try` and `elect`: take the lock or leadership, hold it (running
+//! the command, or until a signal), then release or resign.
 
 use std::time::Duration;
 
-use locker::{Client, LockGuard, Session};
+use locker::{Client, Session};
 
 use crate::acquire::{Mode, acquire, close_session};
 use crate::args::HoldArgs;
 use crate::code;
+use crate::guard::Guard;
 use crate::output::say;
 use crate::signals::Signals;
 use crate::under_lock::{Outcome, hold_until_signal, run_command};
@@ -15,7 +16,7 @@ use crate::under_lock::{Outcome, hold_until_signal, run_command};
 /// How long the clean-up after a lost lock may take (the network may be cut).
 const LOST_CLEANUP: Duration = Duration::from_secs(3);
 
-/// Runs `lock` or `try`; returns the exit code.
+/// Runs `lock`, `try` or `elect`; returns the exit code.
 pub(crate) async fn hold(client: &Client, signals: &mut Signals, args: HoldArgs, mode: Mode) -> u8 {
     let (session, guard) = match acquire(client, signals, &args, mode).await {
         Ok(taken) => taken,
@@ -37,7 +38,7 @@ pub(crate) async fn hold(client: &Client, signals: &mut Signals, args: HoldArgs,
 
 /// Tries to remove what may be left of a lost lock, but does not wait long:
 /// etcd may be unreachable.
-async fn clean_up_after_loss(session: Session, guard: LockGuard) {
+async fn clean_up_after_loss(session: Session, guard: Guard) {
     let _ = tokio::time::timeout(LOST_CLEANUP, async {
         let _ = guard.release().await;
         let _ = session.close().await;
@@ -47,7 +48,7 @@ async fn clean_up_after_loss(session: Session, guard: LockGuard) {
 
 /// Releases the lock and revokes the session's lease after the work; returns
 /// `exit`, or 78 if the lock turns out to have been lost.
-async fn release(session: Session, guard: LockGuard, exit: u8) -> u8 {
+async fn release(session: Session, guard: Guard, exit: u8) -> u8 {
     let key = guard.key().to_owned();
     let ttl = session.ttl();
     match guard.release().await {

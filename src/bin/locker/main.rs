@@ -6,16 +6,18 @@
 //! - `main.rs`: the entry point, the dispatch to a command, exit codes.
 //! - `args.rs`: the command line (clap), help texts, durations and names.
 //! - `connect.rs`: from the global options to a connected client.
-//! - `hold.rs`: `lock` and `try`, from taking the lock to releasing it.
+//! - `hold.rs`: `lock`, `try` and `elect`, from taking the lock (or
+//!   leadership) to releasing it; `guard.rs`: what they hold.
 //! - `acquire.rs`: taking the lock on a session's lease.
 //! - `under_lock.rs`: the command run under the lock, or a wait for a signal.
-//! - `inspect.rs`: `holder` and `watch`.
+//! - `inspect.rs`: `holder`, `watch` and `elect --listen`.
 //! - `output.rs`: every line locker prints.
 //! - `signals.rs`: signals received and forwarded.
 
 mod acquire;
 mod args;
 mod connect;
+mod guard;
 mod hold;
 mod inspect;
 mod output;
@@ -31,7 +33,7 @@ use crate::acquire::Mode;
 use crate::args::{Cli, Command, usage_error};
 use crate::connect::client_builder;
 use crate::hold::hold;
-use crate::inspect::{holder, watch};
+use crate::inspect::{holder, listen, watch};
 use crate::output::say;
 use crate::signals::Signals;
 
@@ -62,7 +64,7 @@ fn exit_code_for(e: &Error) -> u8 {
         | Error::Tls { .. }
         | Error::Ambiguous { .. } => code::UNAVAILABLE,
         Error::AuthFailed { .. } | Error::PermissionDenied { .. } => code::NO_PERMISSION,
-        Error::LockLost { .. } | Error::LeaseExpired { .. } => code::LOST,
+        Error::LockLost { .. } | Error::LeaseExpired { .. } | Error::NotLeader { .. } => code::LOST,
         Error::AcquireTimeout { .. } => code::ACQUIRE_TIMEOUT,
         _ => code::FAILURE,
     }
@@ -136,5 +138,10 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Holder(a) => holder(&client, &mut signals, a).await,
         Command::Watch(a) => watch(&client, &mut signals, a).await,
+        Command::Elect(a) if a.listen => listen(&client, &mut signals, a).await,
+        Command::Elect(a) => {
+            let mode = Mode::Elect { timeout: a.timeout };
+            hold(&client, &mut signals, a.into_hold(), mode).await
+        }
     }
 }

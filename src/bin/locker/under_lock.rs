@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use locker::LockGuard;
+use crate::guard::Guard;
 use tokio::process::Child;
 
 use crate::code;
@@ -23,7 +23,7 @@ pub(crate) enum Outcome {
 }
 
 /// Without a command: print the key and token, then hold until a signal or loss.
-pub(crate) async fn hold_until_signal(guard: &LockGuard, signals: &mut Signals) -> Outcome {
+pub(crate) async fn hold_until_signal(guard: &Guard, signals: &mut Signals) -> Outcome {
     // A reader that went away is no reason to drop the lock.
     let _ = print_line(&format!(
         "key={} fencing_token={} lease={}",
@@ -42,7 +42,7 @@ pub(crate) async fn hold_until_signal(guard: &LockGuard, signals: &mut Signals) 
 
 /// Runs the command under the lock; forwards signals; on loss, stops it.
 pub(crate) async fn run_command(
-    guard: &LockGuard,
+    guard: &Guard,
     cmd: &[OsString],
     kill_after: Duration,
     signals: &mut Signals,
@@ -67,7 +67,7 @@ pub(crate) async fn run_command(
 
 /// Starts the command with the lock's key and fencing token in its
 /// environment; if it cannot start, says why and returns 126 or 127.
-fn spawn(guard: &LockGuard, cmd: &[OsString]) -> Result<Child, u8> {
+fn spawn(guard: &Guard, cmd: &[OsString]) -> Result<Child, u8> {
     let token = guard.fencing_token().to_string();
     let mut command = tokio::process::Command::new(&cmd[0]);
     command

@@ -1,0 +1,49 @@
+//! What `lock`, `try` and `elect` hold: a lock or a leadership, seen the
+//! same way by the code that runs the command and releases.
+
+use locker::{Leadership, LeaseId, LockGuard, LostReason, Result, Revision};
+
+/// A held lock, or leadership of an election.
+pub(crate) enum Guard {
+    Lock(LockGuard),
+    Leader(Leadership),
+}
+
+impl Guard {
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Guard::Lock(g) => g.key(),
+            Guard::Leader(l) => l.key(),
+        }
+    }
+
+    pub(crate) fn fencing_token(&self) -> Revision {
+        match self {
+            Guard::Lock(g) => g.fencing_token(),
+            Guard::Leader(l) => l.fencing_token(),
+        }
+    }
+
+    pub(crate) fn lease(&self) -> LeaseId {
+        match self {
+            Guard::Lock(g) => g.lease(),
+            Guard::Leader(l) => l.lease(),
+        }
+    }
+
+    /// Resolves when the lock or leadership can no longer be assumed.
+    pub(crate) async fn lost(&self) -> LostReason {
+        match self {
+            Guard::Lock(g) => g.lost().await,
+            Guard::Leader(l) => l.lost().await,
+        }
+    }
+
+    /// Releases the lock, or resigns.
+    pub(crate) async fn release(self) -> Result<()> {
+        match self {
+            Guard::Lock(g) => g.release().await,
+            Guard::Leader(l) => l.resign().await,
+        }
+    }
+}
