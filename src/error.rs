@@ -131,6 +131,18 @@ pub enum Error {
         /// The candidate key.
         key: String,
     },
+    /// A semaphore was asked for with another number of permits than the
+    /// one its current users agreed on. The limit of a name can change only
+    /// while nobody holds or waits.
+    LimitMismatch {
+        /// The semaphore's name.
+        name: String,
+        /// The permits this client asked for.
+        asked: u32,
+        /// The permits the name's users agreed on; `None` when the name is
+        /// used by holders that set no limit (a plain lock, another tool).
+        found: Option<u32>,
+    },
     /// Waiting for the lock took longer than the acquire timeout; nothing is
     /// left queued.
     AcquireTimeout {
@@ -190,6 +202,7 @@ impl fmt::Display for Error {
             | Error::NotLeader { .. }
             | Error::AcquireTimeout { .. }
             | Error::AlreadyLocked { .. }
+            | Error::LimitMismatch { .. }
             | Error::SessionClosed
             | Error::WatchCanceled { .. } => self.fmt_state(f),
             _ => self.fmt_call(f),
@@ -285,6 +298,22 @@ impl Error {
             Error::NotLeader { key } => write!(
                 f,
                 "not the leader any more: candidate key {key} is gone or not this campaign's; stop acting as leader"
+            ),
+            Error::LimitMismatch {
+                name,
+                asked,
+                found: Some(found),
+            } => write!(
+                f,
+                "semaphore {name:?} is in use with {found} permits, not {asked}: every user of a name must ask for the same number (it can change only while nobody holds or waits)"
+            ),
+            Error::LimitMismatch {
+                name,
+                asked,
+                found: None,
+            } => write!(
+                f,
+                "{name:?} is held or awaited by users that set no permit limit (a plain lock?), so it cannot be used as a semaphore of {asked} now"
             ),
             Error::SessionClosed => write!(f, "the session is closed"),
             Error::WatchCanceled { reason } => write!(f, "watch canceled by etcd: {reason}"),

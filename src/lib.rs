@@ -17,6 +17,8 @@
 //!   Whose turn it is, is a parameter (the rule).
 //! - `lock/`: the mutex on the engine: [`LockRequest`], [`TryLock`],
 //!   [`LockGuard`] with its fencing token.
+//! - `rwlock/`, `semaphore/`: shared and counted holders on the engine:
+//!   [`Client::read_lock`], [`Client::write_lock`], [`Semaphore`].
 //! - `election/`: leader election on the engine: [`CampaignRequest`],
 //!   [`Leadership`] (proclaim, resign, fencing token, lost signal).
 //! - `observe/`: [`Client::holder`], [`Client::leader`], and the streams
@@ -63,6 +65,8 @@ mod lock;
 mod observe;
 mod queue;
 mod rt;
+mod rwlock;
+mod semaphore;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -75,6 +79,9 @@ pub use election::{CampaignRequest, Leadership};
 pub use error::{Error, Result};
 pub use lock::{LockGuard, LockRequest, TryLock, TryLockRequest};
 pub use observe::{ElectionEvent, LeaderWatch, LockEvent, LockWatch};
-pub use queue::{DEFAULT_TTL, MAX_NAME_LEN, MAX_VALUE_LEN, default_value, validate_name};
+pub use queue::{
+    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, default_value, validate_name,
+};
+pub use semaphore::Semaphore;
 pub use session::{LostReason, Session};
 pub use types::{Holder, KeyValue, LeaseId, Revision};

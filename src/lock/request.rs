@@ -46,6 +46,13 @@ pub struct LockRequest {
 }
 
 impl LockRequest {
+    pub(crate) fn new(entry: Entry) -> Self {
+        LockRequest {
+            entry,
+            timeout: None,
+        }
+    }
+
     /// The TTL of the lock's own lease (default 10 s). Ignored for a lock on
     /// a session, which uses the session's lease.
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -110,6 +117,10 @@ pub struct TryLockRequest {
 }
 
 impl TryLockRequest {
+    pub(crate) fn new(entry: Entry) -> Self {
+        TryLockRequest { entry }
+    }
+
     /// The TTL of the lock's own lease (default 10 s); ignored on a session.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.entry.set_ttl(ttl);

@@ -9,7 +9,9 @@ use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
 use pb::response_op::Response as OpResp;
 
-use super::rule::{Rule, Turn, compare_create};
+use super::key;
+use super::rule::{PERMITS, Rule, Turn, compare_create, outside};
+use pb::compare::{CompareTarget, TargetUnion};
 
 /// What the acquire does when blockers exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +102,47 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
             failure: read_back.into_iter().map(op).collect(),
         })],
     };
+    if !a.rule.agreed_limit {
+        return pb::TxnRequest {
+            compare: a.rule.none_exist(a.prefix),
+            success: vec![op(put)],
+            failure: failure.into_iter().map(op).collect(),
+        };
+    }
+    // A semaphore: the first user of an idle name sets the limit; every
+    // other acquire goes on only if it asks for the same limit.
+    let limit_key = key::limit_key(a.prefix).into_bytes();
+    let limit = a.rule.limit.to_string().into_bytes();
+    let set_limit = Op::RequestPut(pb::PutRequest {
+        key: limit_key.clone(),
+        value: limit.clone(),
+        lease: 0,
+        prev_kv: false,
+    });
+    let same_limit = pb::Compare {
+        target: CompareTarget::Value as i32,
+        target_union: Some(TargetUnion::Value(limit)),
+        ..compare_create(&limit_key, Revision(0))
+    };
+    let read_limit = Op::RequestRange(pb::RangeRequest {
+        key: limit_key,
+        ..Default::default()
+    });
+    // Nobody uses the name as a plain lock (or anything but a semaphore).
+    let only_permits = outside(a.prefix, PERMITS)
+        .into_iter()
+        .map(|(key, range_end)| pb::Compare {
+            range_end,
+            ..compare_create(&key, Revision(0))
+        });
     pb::TxnRequest {
         compare: a.rule.none_exist(a.prefix),
-        success: vec![op(put)],
-        failure: failure.into_iter().map(op).collect(),
+        success: vec![op(set_limit), op(put)],
+        failure: vec![op(Op::RequestTxn(pb::TxnRequest {
+            compare: std::iter::once(same_limit).chain(only_permits).collect(),
+            success: failure.into_iter().map(op).collect(),
+            failure: vec![op(read_limit)],
+        }))],
     }
 }
 
@@ -127,12 +166,18 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             found: None,
         });
     }
+    let resp = if a.rule.agreed_limit {
+        let agreed = nested(resp)?;
+        if !agreed.succeeded {
+            return Err(limit_mismatch(a, agreed));
+        }
+        agreed
+    } else {
+        resp
+    };
     let inner = match mode {
         Mode::OnlyIfFree => resp,
-        Mode::Queue => match resp.responses.first().and_then(|r| r.response.as_ref()) {
-            Some(OpResp::ResponseTxn(t)) => t,
-            _ => return Err(protocol("the answer has no nested transaction".into())),
-        },
+        Mode::Queue => nested(resp)?,
     };
     let per_read = a.rule.ranges(a.prefix).len();
     if mode == Mode::Queue && inner.succeeded {
@@ -164,6 +209,32 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
         holder: a.rule.first_holder(holders),
         found: mine.kvs.first().map(|kv| kv.value.clone()),
     })
+}
+
+/// The transaction nested first in `resp`'s answers.
+fn nested(resp: &pb::TxnResponse) -> Result<&pb::TxnResponse> {
+    match resp.responses.first().and_then(|r| r.response.as_ref()) {
+        Some(OpResp::ResponseTxn(t)) => Ok(t),
+        _ => Err(protocol("the answer has no nested transaction".into())),
+    }
+}
+
+/// The error for a semaphore acquire whose limit is not the name's, or on
+/// a name used otherwise: `agreed` holds the read of the limit key.
+fn limit_mismatch(a: &Acquire<'_>, agreed: &pb::TxnResponse) -> Error {
+    let found = ranges(agreed, 1)
+        .ok()
+        .and_then(|r| {
+            let kv = r[0].kvs.first()?;
+            std::str::from_utf8(&kv.value).ok()?.parse().ok()
+        })
+        // The same limit, so the compare failed on a key of another kind.
+        .filter(|found| *found != a.rule.limit);
+    Error::LimitMismatch {
+        name: a.prefix.trim_end_matches('/').to_owned(),
+        asked: a.rule.limit,
+        found,
+    }
 }
 
 /// The range answers of a transaction, in order; `n` of them.

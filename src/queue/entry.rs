@@ -80,6 +80,7 @@ impl Entry {
     /// Checks the input, then gets the lease (granting one of its own).
     async fn lease(&self) -> Result<(Arc<SessionInner>, LeaseUse)> {
         key::validate_name(&self.name)?;
+        key::validate_permits(self.rule.limit)?;
         if let Some(v) = &self.value {
             key::validate_value(v)?;
         }
@@ -100,7 +101,7 @@ impl Entry {
     async fn ready(&self) -> Result<Ready> {
         let (session, lease_use) = self.lease().await?;
         let stale = session.reserve(&self.name).await?;
-        let key = key::key(&self.name, session.lease);
+        let key = self.rule.key(&self.name, session.lease);
         // From here on, a drop or an error removes whatever this request
         // (or an earlier one, for a stale key) left under its key.
         let cleanup = CancelCleanup {
@@ -168,15 +169,23 @@ impl Entry {
         let r = self.ready().await?;
         let prefix = key::prefix(&self.name);
         let a = self.acquire(&r, &prefix);
-        let q = acquire(&r.session.client, &a, Mode::OnlyIfFree).await?;
+        // One holder at most: put only if nobody is there. More (a
+        // semaphore): queue, and leave at once unless among the holders.
+        let mode = match self.rule.limit {
+            1 => Mode::OnlyIfFree,
+            _ => Mode::Queue,
+        };
+        let q = acquire(&r.session.client, &a, mode).await?;
         if q.holds() {
             return Ok(Ok(self.finish(r, Ok((q.rev, q.found))).await?));
         }
+        if mode == Mode::Queue {
+            r.cleanup.disarm();
+            leave(&r.session, r.lease_use, &self.name, &r.key).await;
+            return q.holder.map(Err).ok_or_else(no_holder);
+        }
         let Some(holder) = q.holder else {
-            return Err(Error::Protocol {
-                path: crate::client::paths::TXN,
-                detail: "the try-lock transaction read no holder".into(),
-            });
+            return Err(no_holder());
         };
         r.cleanup.disarm();
         r.session.unreserve(&self.name);
@@ -212,5 +221,12 @@ impl Entry {
                 Err(e)
             }
         }
+    }
+}
+
+fn no_holder() -> Error {
+    Error::Protocol {
+        path: crate::client::paths::TXN,
+        detail: "the try-lock transaction read no holder".into(),
     }
 }

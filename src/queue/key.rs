@@ -40,6 +40,21 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Most permits a semaphore may have: a waiter watches up to this many
+/// keys (the holders ahead of it).
+pub const MAX_PERMITS: u32 = 1024;
+
+/// Checks a semaphore's number of permits.
+pub(crate) fn validate_permits(permits: u32) -> Result<()> {
+    match permits {
+        0 => Err(Error::invalid("a semaphore needs at least one permit")),
+        n if n > MAX_PERMITS => Err(Error::invalid(format!(
+            "a semaphore of {n} permits; at most {MAX_PERMITS} are allowed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a holder value's size.
 pub(crate) fn validate_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_LEN {
@@ -77,6 +92,12 @@ pub(crate) fn key(name: &str, lease: LeaseId) -> String {
 /// The range of a name's queue: every key under `{name}/`.
 pub(crate) fn prefix(name: &str) -> String {
     format!("{name}/")
+}
+
+/// The key that holds a semaphore's limit, `{name}.permits`: outside the
+/// queue's range, so that it is nobody's place in the queue.
+pub(crate) fn limit_key(prefix: &str) -> String {
+    format!("{}.permits", prefix.trim_end_matches('/'))
 }
 
 #[cfg(test)]

@@ -22,11 +22,18 @@
 //!
 //! The rule only builds reads and judges their answers; it sends nothing.
 
+use super::key;
 use crate::client::prefix_end;
-use crate::types::{KeyValue, Revision};
+use crate::types::{KeyValue, LeaseId, Revision};
 use crate::wire::etcdserverpb as pb;
 use crate::wire::mvccpb;
 use pb::range_request::{SortOrder, SortTarget};
+
+/// Where readers' keys live under `{name}/`.
+pub(crate) const READERS: &str = "read/";
+
+/// Where a semaphore's holders' keys live under `{name}/`.
+pub(crate) const PERMITS: &str = "permit/";
 
 /// A key that stands between me and my turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +59,19 @@ pub(crate) enum Turn {
 pub(crate) enum Blockers {
     /// Every key under `{name}/`.
     All,
+    /// Every key under `{name}/` but readers' (`{name}/read/...`).
+    Writers,
+}
+
+/// What my own key looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `{name}/{lease hex}`: a mutex holder, writer, candidate or permit.
+    Plain,
+    /// `{name}/read/{lease hex}`: a reader, recognisable from the key alone.
+    Reader,
+    /// `{name}/permit/{lease hex}`: a semaphore holder, recognisable too.
+    Permit,
 }
 
 /// The rule of one primitive: hold when fewer than `limit` of `blockers`
@@ -60,19 +80,59 @@ pub(crate) enum Blockers {
 pub(crate) struct Rule {
     pub(crate) blockers: Blockers,
     pub(crate) limit: u32,
+    pub(crate) shape: Shape,
+    /// Whether every user of the name must agree on `limit`, stored in the
+    /// key `{name}.permits` and compared by every acquire, and use it only
+    /// as a semaphore (no key outside `{name}/permit/`).
+    pub(crate) agreed_limit: bool,
 }
 
 impl Rule {
-    /// The mutex (and election) rule: no key created before mine.
+    /// The mutex (and election, and writer) rule: no key created before mine.
     pub(crate) const EXCLUSIVE: Rule = Rule {
         blockers: Blockers::All,
         limit: 1,
+        shape: Shape::Plain,
+        agreed_limit: false,
     };
+
+    /// A reader: no writer's key created before mine.
+    pub(crate) const READER: Rule = Rule {
+        blockers: Blockers::Writers,
+        limit: 1,
+        shape: Shape::Reader,
+        agreed_limit: false,
+    };
+
+    /// A semaphore of `permits`: fewer than `permits` keys created before
+    /// mine, with the limit agreed by every user of the name.
+    pub(crate) const fn semaphore(permits: u32) -> Rule {
+        Rule {
+            blockers: Blockers::All,
+            limit: permits,
+            shape: Shape::Permit,
+            agreed_limit: true,
+        }
+    }
+
+    /// My key on `lease`.
+    pub(crate) fn key(&self, name: &str, lease: LeaseId) -> String {
+        match self.shape {
+            Shape::Plain => key::key(name, lease),
+            Shape::Reader => format!("{name}/{READERS}{lease}"),
+            Shape::Permit => format!("{name}/{PERMITS}{lease}"),
+        }
+    }
 
     /// The key ranges that hold blockers, as `(key, range_end)`.
     pub(crate) fn ranges(&self, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let p = prefix.as_bytes();
         match self.blockers {
-            Blockers::All => vec![(prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))],
+            Blockers::All => vec![(p.to_vec(), prefix_end(p))],
+            // Lease ids are lowercase hex, which sorts before "read/": the
+            // writers' keys of locker and etcdctl are all in the first
+            // range; the second holds any other key after the readers'.
+            Blockers::Writers => outside(prefix, READERS),
         }
     }
 
@@ -215,6 +275,16 @@ impl Rule {
     }
 }
 
+/// The key ranges under `prefix` outside its sub-prefix `sub`.
+pub(crate) fn outside(prefix: &str, sub: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let p = prefix.as_bytes();
+    let inner = [p, sub.as_bytes()].concat();
+    vec![
+        (p.to_vec(), inner.clone()),
+        (prefix_end(&inner), prefix_end(p)),
+    ]
+}
+
 /// The keys of several range answers, sorted by create revision
 /// (ascending or descending), at most `n`.
 fn merged<'a>(
@@ -349,10 +419,7 @@ mod tests {
     /// code is the same; only the rule's numbers differ.
     #[test]
     fn a_limit_of_two_admits_two_and_waits_on_both_keys_ahead() {
-        let r = Rule {
-            blockers: Blockers::All,
-            limit: 2,
-        };
+        let r = Rule::semaphore(2);
         let reads = r.after_put_reads("s/");
         assert_eq!((reads[0].limit, reads[1].limit), (2, 3));
         // Second in line: a holder.
