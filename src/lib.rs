@@ -84,4 +84,4 @@ pub use queue::{
 };
 pub use semaphore::Semaphore;
 pub use session::{LostReason, Session};
-pub use types::{Holder, KeyValue, LeaseId, Revision};
+pub use types::{Contender, HoldMode, Holder, Holders, KeyValue, LeaseId, Revision};

@@ -99,6 +99,45 @@ impl Holder {
     }
 }
 
+/// How a key of a name's queue holds, or waits to hold, told from the key
+/// alone.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum HoldMode {
+    /// A mutex holder, a writer, an election candidate, or an `etcdctl
+    /// lock`/`elect` key: `{name}/{lease hex}` (or any other key under
+    /// `{name}/`).
+    Exclusive,
+    /// A reader of a read-write lock: `{name}/read/{lease hex}`.
+    Shared,
+    /// A semaphore holder: `{name}/permit/{lease hex}`.
+    Permit,
+}
+
+/// One key of a name's queue: how it holds, and whose it is.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Contender {
+    /// How it holds or waits.
+    pub mode: HoldMode,
+    /// Its key, value, lease and fencing token (`ttl_left` is not read).
+    pub holder: Holder,
+}
+
+/// Everyone in a name's queue: who holds, who waits, in arrival order.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Holders {
+    /// The name.
+    pub name: String,
+    /// The keys that hold, oldest first.
+    pub holders: Vec<Contender>,
+    /// The keys that wait, in the order they will be served.
+    pub waiters: Vec<Contender>,
+    /// A semaphore's agreed number of permits, when the name has one.
+    pub permits: Option<u32>,
+    /// The revision the answer holds at.
+    pub revision: Revision,
+}
+
 /// Escapes bytes for display: printable ASCII as is, everything else as `\xNN`.
 pub(crate) fn escape(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len());

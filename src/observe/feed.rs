@@ -13,23 +13,23 @@ use tokio::task::JoinHandle;
 use super::keys::KeysByRevision;
 use crate::client::{Client, prefix_end};
 use crate::error::{Error, Result};
-use crate::queue::{open_watch, prefix};
+use crate::queue::{limit_key, open_watch, prefix};
 use crate::types::{KeyValue, Revision};
 use crate::wire::etcdserverpb as pb;
 use crate::wire::mvccpb;
 
-/// How a stream turns changes of the first key into its own events.
+/// How a stream turns the keys of a name into its own events.
 pub(super) trait Events: Send + Sync + 'static {
     type Event: Send + 'static;
-    /// The first event: the first key at the snapshot's revision.
-    fn snapshot(&self, first: Option<&KeyValue>, rev: Revision) -> Self::Event;
-    /// The events that turn first key `before` into `after` at `rev`.
-    fn changed(
-        &self,
-        before: Option<&KeyValue>,
-        after: Option<&KeyValue>,
-        rev: Revision,
-    ) -> Vec<Self::Event>;
+    /// What the stream reports changes of (the holders, the leader).
+    type State: Send + 'static;
+    /// The state the keys are in (`permits`: a semaphore's limit, else 1).
+    fn state(&self, keys: &KeysByRevision, permits: u32) -> Self::State;
+    /// The first events: the state at the snapshot's revision.
+    fn snapshot(&self, state: &Self::State, rev: Revision) -> Vec<Self::Event>;
+    /// The events that turn state `before` into `after` at `rev`.
+    fn changed(&self, before: &Self::State, after: &Self::State, rev: Revision)
+    -> Vec<Self::Event>;
     /// Said when a compaction forced a fresh snapshot at `rev`, before the
     /// events of the difference.
     fn resynced(&self, rev: Revision) -> Option<Self::Event>;
@@ -72,31 +72,58 @@ pub(super) async fn start<T: Events>(
     events: T,
 ) -> Result<Feed<T::Event>> {
     let prefix = prefix(name);
-    let (tx, rx) = mpsc::channel(64);
+    let mut first = Vec::new();
     let (kvs, rev) = match snapshot(client, &prefix, at).await {
         Err(Error::Etcd { message, .. }) if message.contains("compacted") => {
             // The revision to resume from is gone: a fresh snapshot, said so.
             let (kvs, now) = client.get_prefix(&prefix).await?;
-            if let Some(e) = events.resynced(now) {
-                let _ = tx.try_send(Ok(e));
-            }
+            first.extend(events.resynced(now));
             (kvs, now)
         }
         r => r?,
     };
-    let keys = KeysByRevision::new(kvs);
-    // The channel has room for both, so this cannot fail.
-    let _ = tx.try_send(Ok(events.snapshot(keys.first(), rev)));
+    let keys = KeysByRevision::new(&prefix, kvs);
+    let permits = permits_at(client, &prefix, &keys, rev, 1).await;
+    first.extend(events.snapshot(&events.state(&keys, permits), rev));
+    let (tx, rx) = mpsc::channel(64);
     let watcher = Watcher {
         client: client.clone(),
         prefix,
         keys,
+        permits,
         rev,
         tx,
         events,
     };
-    let task = tokio::spawn(watcher.run());
+    // Owned by the feed, which aborts it on drop.
+    let task = tokio::spawn(watcher.run(first));
     Ok(Feed { rx, task })
+}
+
+/// A semaphore's limit at `rev`, read only when the keys hold permits;
+/// `known` when it is not read or cannot be.
+pub(super) async fn permits_at(
+    client: &Client,
+    prefix: &str,
+    keys: &KeysByRevision,
+    rev: Revision,
+    known: u32,
+) -> u32 {
+    if !keys.has_permits() {
+        return known;
+    }
+    let req = pb::RangeRequest {
+        key: limit_key(prefix).into_bytes(),
+        revision: rev.0,
+        ..Default::default()
+    };
+    let Ok(resp) = client.range(req).await else {
+        return known;
+    };
+    resp.kvs
+        .first()
+        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok())
+        .unwrap_or(known)
 }
 
 /// Every key under `prefix` at revision `at` (or the newest), and the
@@ -131,6 +158,8 @@ struct Watcher<T: Events> {
     client: Client,
     prefix: String,
     keys: KeysByRevision,
+    /// A semaphore's limit (1 for other names).
+    permits: u32,
     /// The last revision reported.
     rev: Revision,
     tx: mpsc::Sender<Result<T::Event>>,
@@ -148,7 +177,10 @@ enum Next {
 }
 
 impl<T: Events> Watcher<T> {
-    async fn run(mut self) {
+    async fn run(mut self, first: Vec<T::Event>) {
+        if let Next::Stop = self.send(first).await {
+            return;
+        }
         let end = prefix_end(self.prefix.as_bytes());
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -191,21 +223,29 @@ impl<T: Events> Watcher<T> {
         // Events come grouped by revision, in order.
         let mut events = resp.events.iter().peekable();
         while let Some(first) = events.next() {
-            let at = mod_revision(first);
-            let before = self.keys.first().cloned();
+            let at = Revision(mod_revision(first));
+            let was_idle = self.keys.is_empty();
+            let before = self.state();
             self.keys.apply(first);
-            while let Some(ev) = events.next_if(|e| mod_revision(e) == at) {
+            while let Some(ev) = events.next_if(|e| mod_revision(e) == at.0) {
                 self.keys.apply(ev);
             }
-            let out = self
-                .events
-                .changed(before.as_ref(), self.keys.first(), Revision(at));
+            if was_idle {
+                // A semaphore's limit can change only while its name is idle.
+                let (client, prefix) = (&self.client, &self.prefix);
+                self.permits = permits_at(client, prefix, &self.keys, at, self.permits).await;
+            }
+            let out = self.events.changed(&before, &self.state(), at);
             if let Next::Stop = self.send(out).await {
                 return Next::Stop;
             }
-            self.rev = Revision(self.rev.0.max(at));
+            self.rev = Revision(self.rev.0.max(at.0));
         }
         Next::More
+    }
+
+    fn state(&self) -> T::State {
+        self.events.state(&self.keys, self.permits)
     }
 
     /// Our resume point was compacted: start again from a fresh snapshot.
@@ -214,11 +254,12 @@ impl<T: Events> Watcher<T> {
             tokio::time::sleep(backoff).await;
             return Next::Reopen;
         };
-        let before = self.keys.first().cloned();
-        self.keys = KeysByRevision::new(kvs);
+        let before = self.state();
+        self.keys = KeysByRevision::new(&self.prefix, kvs);
+        self.permits = permits_at(&self.client, &self.prefix, &self.keys, now, self.permits).await;
         self.rev = now;
         let said = self.events.resynced(now).into_iter();
-        let diff = self.events.changed(before.as_ref(), self.keys.first(), now);
+        let diff = self.events.changed(&before, &self.state(), now);
         match self.send(said.chain(diff).collect()).await {
             Next::Stop => Next::Stop,
             _ => Next::Reopen,

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::feed::{Events, Feed, poll_feed, start};
+use super::keys::KeysByRevision;
 use crate::client::Client;
 use crate::error::Result;
 use crate::queue::validate_name;
@@ -107,18 +108,23 @@ fn leader(kv: &KeyValue, revision: Revision) -> ElectionEvent {
 
 impl Events for LeaderEvents {
     type Event = ElectionEvent;
+    type State = Option<KeyValue>;
 
-    fn snapshot(&self, first: Option<&KeyValue>, revision: Revision) -> ElectionEvent {
-        match first {
+    fn state(&self, keys: &KeysByRevision, _: u32) -> Option<KeyValue> {
+        keys.first().cloned()
+    }
+
+    fn snapshot(&self, first: &Option<KeyValue>, revision: Revision) -> Vec<ElectionEvent> {
+        vec![match first {
             Some(kv) => leader(kv, revision),
             None => ElectionEvent::NoLeader { revision },
-        }
+        }]
     }
 
     fn changed(
         &self,
-        before: Option<&KeyValue>,
-        after: Option<&KeyValue>,
+        before: &Option<KeyValue>,
+        after: &Option<KeyValue>,
         revision: Revision,
     ) -> Vec<ElectionEvent> {
         match (before, after) {
@@ -227,33 +233,33 @@ mod tests {
         let b = kv("e/b", 7, 7, "b");
         let at = Revision(9);
         assert!(matches!(
-            e.changed(Some(&a), Some(&a2), at).as_slice(),
+            e.changed(&Some(a.clone()), &Some(a2), at).as_slice(),
             [ElectionEvent::Proclaimed { value, .. }] if value == b"two"
         ));
         assert!(
-            e.changed(Some(&a), Some(&a), at).is_empty(),
+            e.changed(&Some(a.clone()), &Some(a.clone()), at).is_empty(),
             "a later candidate's put"
         );
         assert!(matches!(
-            e.changed(Some(&a), Some(&b), at).as_slice(),
+            e.changed(&Some(a.clone()), &Some(b.clone()), at).as_slice(),
             [ElectionEvent::Leader {
                 token: Revision(7),
                 ..
             }]
         ));
         assert_eq!(
-            e.changed(Some(&b), None, at),
+            e.changed(&Some(b), &None, at),
             [ElectionEvent::NoLeader { revision: at }]
         );
         assert!(matches!(
-            e.snapshot(None, at),
-            ElectionEvent::NoLeader { .. }
+            e.snapshot(&None, at).as_slice(),
+            [ElectionEvent::NoLeader { .. }]
         ));
         // The same key re-created (a new lease id is a new key; the same
         // key again is a new create revision): a new leader.
         let a_again = kv("e/a", 11, 11, "one");
         assert!(matches!(
-            e.changed(Some(&a), Some(&a_again), at).as_slice(),
+            e.changed(&Some(a), &Some(a_again), at).as_slice(),
             [ElectionEvent::Leader {
                 token: Revision(11),
                 ..

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::feed::{Events, Feed, poll_feed, start};
+use super::keys::KeysByRevision;
 use crate::client::Client;
 use crate::error::Result;
 use crate::queue::validate_name;
@@ -78,43 +79,60 @@ struct HolderEvents {
 }
 
 impl HolderEvents {
-    fn holder(&self, kv: Option<&KeyValue>) -> Option<Holder> {
-        kv.map(|kv| Holder::from_kv(&self.name, kv.clone()))
+    fn holder(&self, kv: &KeyValue) -> Holder {
+        Holder::from_kv(&self.name, kv.clone())
     }
+}
+
+/// Whether `kv` is among `list` (the same key, created at the same revision).
+fn among(kv: &KeyValue, list: &[KeyValue]) -> bool {
+    list.iter()
+        .any(|o| o.key == kv.key && o.create_revision == kv.create_revision)
 }
 
 impl Events for HolderEvents {
     type Event = LockEvent;
+    type State = Vec<KeyValue>;
 
-    fn snapshot(&self, first: Option<&KeyValue>, revision: Revision) -> LockEvent {
-        LockEvent::Snapshot {
-            holder: self.holder(first),
+    fn state(&self, keys: &KeysByRevision, permits: u32) -> Vec<KeyValue> {
+        keys.holders(permits)
+    }
+
+    /// The snapshot names the first holder; other holders at that revision
+    /// (readers, permits) follow as [`LockEvent::Acquired`] events.
+    fn snapshot(&self, holders: &Vec<KeyValue>, revision: Revision) -> Vec<LockEvent> {
+        let first = LockEvent::Snapshot {
+            holder: holders.first().map(|kv| self.holder(kv)),
             revision,
-        }
+        };
+        let others = holders.iter().skip(1).map(|kv| LockEvent::Acquired {
+            holder: self.holder(kv),
+            revision,
+        });
+        std::iter::once(first).chain(others).collect()
     }
 
     fn changed(
         &self,
-        before: Option<&KeyValue>,
-        after: Option<&KeyValue>,
+        before: &Vec<KeyValue>,
+        after: &Vec<KeyValue>,
         revision: Revision,
     ) -> Vec<LockEvent> {
-        let same =
-            |a: &KeyValue, b: &KeyValue| a.key == b.key && a.create_revision == b.create_revision;
-        if match (before, after) {
-            (Some(a), Some(b)) => same(a, b),
-            (None, None) => true,
-            _ => false,
-        } {
-            return Vec::new();
-        }
-        let released = self
-            .holder(before)
-            .map(|holder| LockEvent::Released { holder, revision });
-        let acquired = self
-            .holder(after)
-            .map(|holder| LockEvent::Acquired { holder, revision });
-        released.into_iter().chain(acquired).collect()
+        let released = before
+            .iter()
+            .filter(|kv| !among(kv, after))
+            .map(|kv| LockEvent::Released {
+                holder: self.holder(kv),
+                revision,
+            });
+        let acquired = after
+            .iter()
+            .filter(|kv| !among(kv, before))
+            .map(|kv| LockEvent::Acquired {
+                holder: self.holder(kv),
+                revision,
+            });
+        released.chain(acquired).collect()
     }
 
     fn resynced(&self, _: Revision) -> Option<LockEvent> {
@@ -124,7 +142,9 @@ impl Events for HolderEvents {
 
 impl Client {
     /// Watches the lock `name`: a stream that starts with the current state
-    /// and then reports each change of holder.
+    /// and then reports each change of holder. Shared holders (readers) and
+    /// a semaphore's holders are reported each: one
+    /// [`LockEvent::Acquired`] or [`LockEvent::Released`] per holder.
     ///
     /// Wire calls: one `KV/Range` of `{name}/` (the snapshot), then one
     /// `Watch` stream on `{name}/` from the next revision; after a broken

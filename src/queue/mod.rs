@@ -51,6 +51,6 @@ pub use key::{MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, default_value, validate_
 
 pub(crate) use entry::Entry;
 pub(crate) use held::Held;
-pub(crate) use key::{prefix, validate_value};
-pub(crate) use rule::Rule;
+pub(crate) use key::{limit_key, prefix, validate_value};
+pub(crate) use rule::{PERMITS, READERS, Rule};
 pub(crate) use watch::open as open_watch;
