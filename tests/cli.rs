@@ -522,7 +522,7 @@ async fn acquire_timeout_exits_124_and_leaves_nothing_queued() {
     let r = run(
         locker(
             &ep,
-            &["lock", &name, "--timeout", "1s", "--", "echo", "ran"],
+            &["--quiet", "lock", &name, "--timeout", "1s", "--", "echo", "ran"],
         ),
         SHORT,
     )
@@ -868,4 +868,32 @@ async fn a_holder_killed_with_sigkill_frees_the_lock_when_its_lease_runs_out() {
     );
     assert!(after <= ttl + Duration::from_secs(1), "too late: {after:?}");
     g.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lock_says_once_who_holds_it_and_quiet_silences_it() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("notice");
+    let (mut a, key_a, token_a) = hold(&ep, &name, &["--value", "first"]).await;
+
+    let r = run(locker(&ep, &["lock", &name, "--timeout", "2s", "--", "true"]), SHORT).await;
+    assert_eq!(r.code, 124, "{r:?}");
+    let waiting: Vec<&str> = r.stderr.lines().filter(|l| l.contains("waiting for")).collect();
+    assert_eq!(waiting.len(), 1, "said once: {r:?}");
+    assert!(waiting[0].contains("\"first\""), "{r:?}");
+    assert!(waiting[0].contains(&key_a), "{r:?}");
+    assert!(waiting[0].contains(&format!("fencing token {token_a}")), "{r:?}");
+    assert!(waiting[0].contains("0 ahead"), "{r:?}");
+
+    let r = run(
+        locker(&ep, &["lock", "--quiet", &name, "--timeout", "1s", "--", "true"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 124, "{r:?}");
+    assert_one_error_line(&r);
+
+    a.signal(libc::SIGINT);
+    assert_eq!(a.exit(SHORT).await, 0);
 }

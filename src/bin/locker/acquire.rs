@@ -79,6 +79,7 @@ pub(crate) async fn acquire(
     signals: &mut Signals,
     args: &HoldArgs,
     mode: Mode,
+    quiet: bool,
 ) -> Result<(Session, Guard), u8> {
     let deadline = match mode {
         Mode::Wait { timeout: Some(t) } | Mode::Elect { timeout: Some(t) } => Some(Deadline {
@@ -93,7 +94,14 @@ pub(crate) async fn acquire(
     let taken = match mode {
         Mode::Wait { .. } | Mode::Elect { .. } => {
             let elect = matches!(mode, Mode::Elect { .. });
-            wait_for_turn(&session, signals, args, deadline, elect).await
+            let turn = Turn {
+                client,
+                session: &session,
+                args,
+                elect,
+                quiet,
+            };
+            turn.wait(signals, deadline).await
         }
         Mode::Try { conflict } => try_lock(&session, signals, args, conflict).await,
     };
@@ -142,52 +150,126 @@ fn value(args: &HoldArgs) -> Option<Vec<u8>> {
     args.value.clone().map(OsString::into_vec)
 }
 
-/// `lock` and `elect`: waits in the queue for the lock or leadership, until
-/// the deadline if any.
-async fn wait_for_turn(
-    session: &Session,
-    signals: &mut Signals,
-    args: &HoldArgs,
-    deadline: Option<Deadline>,
+/// A wait for the lock or leadership, for `lock` and `elect`.
+struct Turn<'a> {
+    client: &'a Client,
+    session: &'a Session,
+    args: &'a HoldArgs,
     elect: bool,
-) -> Result<Guard, NotTaken> {
-    let left = match deadline {
-        Some(d) => match d.at.saturating_duration_since(Instant::now()) {
-            left if left.is_zero() => return Err(timed_out(args, deadline)),
-            left => Some(left),
-        },
-        None => None,
-    };
-    let name = args.name.clone();
-    let turn = async {
-        if elect {
-            let mut req = session.campaign(name, value(args).unwrap_or_default());
-            if let Some(left) = left {
-                req = req.timeout(left);
+    quiet: bool,
+}
+
+/// After this long without the lock, say who holds it.
+const WAIT_NOTICE: Duration = Duration::from_millis(500);
+
+impl Turn<'_> {
+    /// Waits in the queue, until the deadline if any; says once on stderr
+    /// that it waits (who holds, how many are ahead) and when its turn came.
+    async fn wait(
+        self,
+        signals: &mut Signals,
+        deadline: Option<Deadline>,
+    ) -> Result<Guard, NotTaken> {
+        let left = match deadline {
+            Some(d) => match d.at.saturating_duration_since(Instant::now()) {
+                left if left.is_zero() => return Err(timed_out(self.args, deadline)),
+                left => Some(left),
+            },
+            None => None,
+        };
+        let started = Instant::now();
+        let turn = self.request(left);
+        tokio::pin!(turn);
+        let mut noticed = self.quiet;
+        let r = loop {
+            tokio::select! {
+                r = &mut turn => break r,
+                sig = signals.recv() => return Err(NotTaken::Signal(sig)),
+                _ = tokio::time::sleep(WAIT_NOTICE), if !noticed => {
+                    noticed = true;
+                    self.notice_waiting().await;
+                }
             }
-            req.await.map(Guard::Leader)
-        } else {
-            let mut req = session.lock(name);
-            if let Some(v) = value(args) {
-                req = req.value(v);
-            }
-            if let Some(left) = left {
-                req = req.timeout(left);
-            }
-            req.await.map(Guard::Lock)
+        };
+        if r.is_ok() && noticed && !self.quiet {
+            let what = if self.elect {
+                "elected in"
+            } else {
+                "got the lock of"
+            };
+            say(&format!(
+                "{what} {:?} after {:.1?}",
+                self.args.name,
+                started.elapsed()
+            ));
         }
-    };
-    let r = tokio::select! {
-        r = turn => r,
-        sig = signals.recv() => return Err(NotTaken::Signal(sig)),
-    };
-    r.map_err(|e| match e {
-        Error::AcquireTimeout { name, .. } => NotTaken::TimedOut {
-            name,
-            after: deadline.map_or(Duration::ZERO, |d| d.after),
-        },
-        e => NotTaken::Failed(e),
-    })
+        r.map_err(|e| match e {
+            Error::AcquireTimeout { name, .. } => NotTaken::TimedOut {
+                name,
+                after: deadline.map_or(Duration::ZERO, |d| d.after),
+            },
+            e => NotTaken::Failed(e),
+        })
+    }
+
+    /// The request for the lock (in its mode) or the campaign.
+    async fn request(&self, left: Option<Duration>) -> locker::Result<Guard> {
+        let (s, name, args) = (self.session, self.args.name.clone(), self.args);
+        if self.elect {
+            let mut req = s.campaign(name, value(args).unwrap_or_default());
+            if let Some(left) = left {
+                req = req.timeout(left);
+            }
+            return req.await.map(Guard::Leader);
+        }
+        let mut req = match (args.shared, args.limit) {
+            (true, _) => s.read_lock(name),
+            (false, Some(n)) => s.semaphore(name, n).acquire(),
+            (false, None) => s.lock(name),
+        };
+        if let Some(v) = value(args) {
+            req = req.value(v);
+        }
+        if let Some(left) = left {
+            req = req.timeout(left);
+        }
+        req.await.map(Guard::Lock)
+    }
+
+    /// `waiting for "NAME": held by "VALUE" (key K, fencing token N); 2 ahead`.
+    async fn notice_waiting(&self) {
+        let Ok(Ok(q)) =
+            tokio::time::timeout(WAIT_NOTICE, self.client.holders(&self.args.name)).await
+        else {
+            return;
+        };
+        let mine = self.session.lease();
+        let ahead = q
+            .waiters
+            .iter()
+            .take_while(|w| w.holder.lease != mine)
+            .count();
+        let held = match q.holders.as_slice() {
+            [] => "nobody holds it now".to_owned(),
+            [h] => format!(
+                "held by {:?} (key {}, fencing token {})",
+                h.holder.value_str(),
+                h.holder.key,
+                h.holder.fencing_token
+            ),
+            [h, rest @ ..] => format!(
+                "held by {:?} (key {}, fencing token {}) and {} more",
+                h.holder.value_str(),
+                h.holder.key,
+                h.holder.fencing_token,
+                rest.len()
+            ),
+        };
+        say(&format!(
+            "waiting for {:?}: {held}; {ahead} ahead in the queue",
+            self.args.name
+        ));
+    }
 }
 
 /// `try`: takes the lock if it is free.
@@ -197,7 +279,12 @@ async fn try_lock(
     args: &HoldArgs,
     conflict: u8,
 ) -> Result<Guard, NotTaken> {
-    let mut req = session.try_lock(args.name.clone());
+    let name = args.name.clone();
+    let mut req = match (args.shared, args.limit) {
+        (true, _) => session.try_read_lock(name),
+        (false, Some(n)) => session.semaphore(name, n).try_acquire(),
+        (false, None) => session.try_lock(name),
+    };
     if let Some(v) = value(args) {
         req = req.value(v);
     }

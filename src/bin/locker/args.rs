@@ -19,7 +19,8 @@ Exit status:
   0      success; `lock` or `elect` without a command, `watch` or `elect --listen`, stopped by
          SIGINT, SIGTERM or SIGHUP
   1      `holder`: the lock is free; any other failure
-  2      usage error: unknown option, empty lock name, zero TTL, bad duration or
+  2      usage error: unknown option, empty lock name, zero TTL, a --limit other than the
+         one the name's users agreed on (both numbers are named), bad duration or
          endpoint, missing password, --cert without --key (or the reverse),
          an unreadable certificate file
   69     etcd cannot be reached: no endpoint answered, a request timed out, the
@@ -128,6 +129,10 @@ pub(crate) struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub(crate) wire_log: bool,
+    /// Say nothing on stderr about waiting (who holds the lock, how many are ahead, the wait's end)
+    #[arg(long, short = 'q', global = true, help_heading = "Global options", env = "LOCKER_QUIET",
+          action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) quiet: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -158,16 +163,19 @@ SIGINT, SIGTERM or SIGHUP, then releases it and exits with 0."
     #[command(after_help = EXIT_STATUS)]
     Try(TryArgs),
 
-    /// Print who holds the lock: key, value, lease, fencing token and lease time left (exit 1 when
-    /// free)
+    /// Print who holds the lock (every holder of a shared lock or semaphore): key, value, lease,
+    /// fencing token and lease time left (exit 1 when free); with --queue, the waiters too
     #[command(
         after_help = EXIT_STATUS,
         long_about = "\
 Print who holds the lock: key, value, lease, fencing token and lease time left.
 
-Prints one line: `held key=KEY value=\"VALUE\" lease=ID fencing_token=N ttl_left=Ns` and exits
-with 0, or `free` and exits with 1. With --json, one JSON object with the fields held, name,
-key, value, lease, fencing_token and ttl_left_secs."
+Prints one line per holder: `held key=KEY value=\"VALUE\" lease=ID fencing_token=N ttl_left=Ns`
+(then ` mode=shared` or ` mode=permit` for a reader or a semaphore's holder) and exits with 0,
+or `free` and exits with 1. With --queue, then one line per waiter, in the order they will be
+served: `waiting key=KEY value=\"VALUE\" lease=ID fencing_token=N`. With --json, one JSON object
+with the fields held, name, key, value, lease, fencing_token and ttl_left_secs (of the first
+holder), holders (each with its mode) and, with --queue, waiters."
     )]
     Holder(HolderArgs),
 
@@ -224,6 +232,14 @@ pub(crate) struct HoldArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub(crate) kill_after: Duration,
 
+    /// Take a shared (read) lock: shared holders run together, an exclusive holder alone (like
+    /// `flock -s`)
+    #[arg(long, conflicts_with = "limit")]
+    pub(crate) shared: bool,
+    /// Take one of N permits of a semaphore: at most N holders at once (like `consul lock -n N`);
+    /// every user of the name must give the same N
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u32>,
     /// Command to run while holding the lock, with its arguments (after --)
     #[arg(last = true, value_name = "CMD")]
     pub(crate) cmd: Vec<OsString>,
@@ -286,6 +302,8 @@ impl ElectArgs {
             ttl: self.ttl,
             value: self.proposal,
             kill_after: self.kill_after,
+            shared: false,
+            limit: None,
             cmd: self.cmd,
         }
     }
@@ -296,6 +314,9 @@ pub(crate) struct HolderArgs {
     /// Lock name
     #[arg(value_name = "NAME", value_parser = parse_name)]
     pub(crate) name: String,
+    /// Also list the waiters, in the order they will be served
+    #[arg(long)]
+    pub(crate) queue: bool,
 
     /// Print one JSON object instead of text
     #[arg(long)]

@@ -17,8 +17,14 @@ use crate::under_lock::{Outcome, hold_until_signal, run_command};
 const LOST_CLEANUP: Duration = Duration::from_secs(3);
 
 /// Runs `lock`, `try` or `elect`; returns the exit code.
-pub(crate) async fn hold(client: &Client, signals: &mut Signals, args: HoldArgs, mode: Mode) -> u8 {
-    let (session, guard) = match acquire(client, signals, &args, mode).await {
+pub(crate) async fn hold(
+    client: &Client,
+    signals: &mut Signals,
+    args: HoldArgs,
+    mode: Mode,
+    quiet: bool,
+) -> u8 {
+    let (session, guard) = match acquire(client, signals, &args, mode, quiet).await {
         Ok(taken) => taken,
         Err(exit) => return exit,
     };

@@ -1,6 +1,8 @@
 //! `holder`, `watch` and `elect --listen`: the commands that only look.
 
-use locker::{Client, ElectionEvent, LockEvent};
+use std::time::Duration;
+
+use locker::{Client, Contender, ElectionEvent, HoldMode, Holders, LockEvent};
 use tokio_stream::{Stream, StreamExt as _};
 
 use crate::args::{ElectArgs, HolderArgs, WatchArgs};
@@ -10,33 +12,96 @@ use crate::{code, report, signal_code};
 
 pub(crate) async fn holder(client: &Client, signals: &mut Signals, args: HolderArgs) -> u8 {
     let r = tokio::select! {
-        r = client.holder(&args.name) => r,
+        r = read_holders(client, &args.name) => r,
         sig = signals.recv() => return signal_code(sig),
     };
-    let name = json_str(&args.name);
-    let (line, exit) = match r {
+    let (q, ttls) = match r {
+        Ok(found) => found,
         Err(e) => return report(&e),
-        Ok(None) if args.json => (format!("{{\"held\":false,\"name\":{name}}}"), code::FREE),
-        Ok(None) => ("free".to_owned(), code::FREE),
-        Ok(Some(h)) if args.json => (
-            format!(
-                "{{\"held\":true,\"name\":{name},{}}}",
-                holder_json_fields(&h, true)
-            ),
-            code::OK,
-        ),
-        Ok(Some(h)) => {
-            let ttl = h
-                .ttl_left
-                .map_or_else(|| "unknown".to_owned(), |t| format!("{}s", t.as_secs()));
-            (format!("held {} ttl_left={ttl}", holder_text(&h)), code::OK)
-        }
     };
-    if let Err(e) = print_line(&line) {
-        say(&format!("cannot write to stdout: {e}"));
-        return code::FAILURE;
+    let exit = if q.holders.is_empty() {
+        code::FREE
+    } else {
+        code::OK
+    };
+    let lines = if args.json {
+        vec![holders_json(&q, &ttls, args.queue)]
+    } else {
+        holders_text(&q, &ttls, args.queue)
+    };
+    for line in lines {
+        if let Err(e) = print_line(&line) {
+            say(&format!("cannot write to stdout: {e}"));
+            return code::FAILURE;
+        }
     }
     exit
+}
+
+/// Everyone in the queue, and the time left on each holder's lease.
+async fn read_holders(
+    client: &Client,
+    name: &str,
+) -> locker::Result<(Holders, Vec<Option<Duration>>)> {
+    let q = client.holders(name).await?;
+    let mut ttls = Vec::with_capacity(q.holders.len());
+    for h in &q.holders {
+        ttls.push(client.lease_time_to_live(h.holder.lease).await?);
+    }
+    Ok((q, ttls))
+}
+
+fn mode_name(mode: HoldMode) -> &'static str {
+    match mode {
+        HoldMode::Shared => "shared",
+        HoldMode::Permit => "permit",
+        _ => "exclusive",
+    }
+}
+
+fn holders_text(q: &Holders, ttls: &[Option<Duration>], queue: bool) -> Vec<String> {
+    let mode = |c: &Contender| match c.mode {
+        HoldMode::Exclusive => String::new(),
+        m => format!(" mode={}", mode_name(m)),
+    };
+    let held = q.holders.iter().zip(ttls).map(|(c, ttl)| {
+        let ttl = ttl.map_or_else(|| "unknown".to_owned(), |t| format!("{}s", t.as_secs()));
+        format!("held {} ttl_left={ttl}{}", holder_text(&c.holder), mode(c))
+    });
+    let waiting = q
+        .waiters
+        .iter()
+        .filter(|_| queue)
+        .map(|c| format!("waiting {}{}", holder_text(&c.holder), mode(c)));
+    let free = q.holders.is_empty().then(|| "free".to_owned());
+    free.into_iter().chain(held).chain(waiting).collect()
+}
+
+fn holders_json(q: &Holders, ttls: &[Option<Duration>], queue: bool) -> String {
+    let name = json_str(&q.name);
+    let entry = |c: &Contender| {
+        format!(
+            "{{\"mode\":\"{}\",{}}}",
+            mode_name(c.mode),
+            holder_json_fields(&c.holder, false)
+        )
+    };
+    let list = |cs: &[Contender]| cs.iter().map(entry).collect::<Vec<_>>().join(",");
+    let waiters = if queue {
+        format!(",\"waiters\":[{}]", list(&q.waiters))
+    } else {
+        String::new()
+    };
+    let Some(first) = q.holders.first() else {
+        return format!("{{\"held\":false,\"name\":{name},\"holders\":[]{waiters}}}");
+    };
+    let mut h = first.holder.clone();
+    h.ttl_left = ttls.first().copied().flatten();
+    format!(
+        "{{\"held\":true,\"name\":{name},{},\"holders\":[{}]{waiters}}}",
+        holder_json_fields(&h, true),
+        list(&q.holders)
+    )
 }
 
 fn event_line(name: &str, ev: &LockEvent, json: bool) -> Option<String> {

@@ -55,9 +55,10 @@ mod code {
 
 fn exit_code_for(e: &Error) -> u8 {
     match e {
-        Error::InvalidArgument { .. } | Error::InvalidEndpoint { .. } | Error::CertFile { .. } => {
-            code::USAGE
-        }
+        Error::InvalidArgument { .. }
+        | Error::InvalidEndpoint { .. }
+        | Error::CertFile { .. }
+        | Error::LimitMismatch { .. } => code::USAGE,
         Error::Unreachable { .. }
         | Error::Timeout { .. }
         | Error::NotEtcd { .. }
@@ -125,23 +126,24 @@ async fn run(cli: Cli) -> u8 {
         },
         sig = signals.recv() => return signal_code(sig),
     };
+    let quiet = cli.quiet;
     match cli.command {
         Command::Lock(a) => {
             let mode = Mode::Wait { timeout: a.timeout };
-            hold(&client, &mut signals, a.hold, mode).await
+            hold(&client, &mut signals, a.hold, mode, quiet).await
         }
         Command::Try(a) => {
             let mode = Mode::Try {
                 conflict: a.conflict_exit_code,
             };
-            hold(&client, &mut signals, a.hold, mode).await
+            hold(&client, &mut signals, a.hold, mode, quiet).await
         }
         Command::Holder(a) => holder(&client, &mut signals, a).await,
         Command::Watch(a) => watch(&client, &mut signals, a).await,
         Command::Elect(a) if a.listen => listen(&client, &mut signals, a).await,
         Command::Elect(a) => {
             let mode = Mode::Elect { timeout: a.timeout };
-            hold(&client, &mut signals, a.into_hold(), mode).await
+            hold(&client, &mut signals, a.into_hold(), mode, quiet).await
         }
     }
 }
