@@ -522,7 +522,16 @@ async fn acquire_timeout_exits_124_and_leaves_nothing_queued() {
     let r = run(
         locker(
             &ep,
-            &["--quiet", "lock", &name, "--timeout", "1s", "--", "echo", "ran"],
+            &[
+                "--quiet",
+                "lock",
+                &name,
+                "--timeout",
+                "1s",
+                "--",
+                "echo",
+                "ran",
+            ],
         ),
         SHORT,
     )
@@ -877,17 +886,31 @@ async fn a_waiting_lock_says_once_who_holds_it_and_quiet_silences_it() {
     let name = unique("notice");
     let (mut a, key_a, token_a) = hold(&ep, &name, &["--value", "first"]).await;
 
-    let r = run(locker(&ep, &["lock", &name, "--timeout", "2s", "--", "true"]), SHORT).await;
+    let r = run(
+        locker(&ep, &["lock", &name, "--timeout", "2s", "--", "true"]),
+        SHORT,
+    )
+    .await;
     assert_eq!(r.code, 124, "{r:?}");
-    let waiting: Vec<&str> = r.stderr.lines().filter(|l| l.contains("waiting for")).collect();
+    let waiting: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("waiting for"))
+        .collect();
     assert_eq!(waiting.len(), 1, "said once: {r:?}");
     assert!(waiting[0].contains("\"first\""), "{r:?}");
     assert!(waiting[0].contains(&key_a), "{r:?}");
-    assert!(waiting[0].contains(&format!("fencing token {token_a}")), "{r:?}");
+    assert!(
+        waiting[0].contains(&format!("fencing token {token_a}")),
+        "{r:?}"
+    );
     assert!(waiting[0].contains("0 ahead"), "{r:?}");
 
     let r = run(
-        locker(&ep, &["lock", "--quiet", &name, "--timeout", "1s", "--", "true"]),
+        locker(
+            &ep,
+            &["lock", "--quiet", &name, "--timeout", "1s", "--", "true"],
+        ),
         SHORT,
     )
     .await;

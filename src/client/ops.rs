@@ -223,6 +223,15 @@ impl Client {
     /// # Cancel safety
     /// Cancel safe (a read).
     pub async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let resp = self.lease_time_to_live_raw(lease).await?;
+        Ok((resp.ttl >= 0).then(|| Duration::from_secs(resp.ttl as u64)))
+    }
+
+    /// `Lease/LeaseTimeToLive`, the whole answer (remaining and granted TTL).
+    pub(crate) async fn lease_time_to_live_raw(
+        &self,
+        lease: LeaseId,
+    ) -> Result<pb::LeaseTimeToLiveResponse> {
         let resp = self
             .unary(
                 paths::LEASE_TTL,
@@ -235,7 +244,7 @@ impl Client {
             )
             .await?;
         header(paths::LEASE_TTL, resp.header)?;
-        Ok((resp.ttl >= 0).then(|| Duration::from_secs(resp.ttl as u64)))
+        Ok(resp)
     }
 
     pub(crate) async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::leadership::Leadership;
 use crate::client::Client;
 use crate::error::Result;
+use crate::lock::LockRequest;
 use crate::queue::{Entry, Rule};
 use crate::session::Session;
 
@@ -33,31 +34,29 @@ use crate::session::Session;
 /// is revoked, a key on a session deleted, in the background.
 #[must_use = "a campaign does nothing until awaited"]
 pub struct CampaignRequest {
-    entry: Entry,
-    timeout: Option<Duration>,
+    lock: LockRequest,
+    proposal: Vec<u8>,
 }
 
 impl CampaignRequest {
-    fn new(entry: Entry, value: Vec<u8>) -> CampaignRequest {
-        let mut entry = entry;
-        entry.value = Some(value);
+    fn new(entry: Entry, proposal: Vec<u8>) -> CampaignRequest {
         CampaignRequest {
-            entry,
-            timeout: None,
+            lock: LockRequest::new(entry).value(proposal.clone()),
+            proposal,
         }
     }
 
     /// The TTL of the campaign's own lease (default 10 s). Ignored on a
     /// session, which uses the session's lease.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.entry.set_ttl(ttl);
+        self.lock = self.lock.ttl(ttl);
         self
     }
 
     /// Give up after this long; the candidate key is removed before the
     /// error is returned.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.lock = self.lock.timeout(timeout);
         self
     }
 }
@@ -68,12 +67,12 @@ impl IntoFuture for CampaignRequest {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let proposal = self.entry.value.clone().unwrap_or_default();
-            let held = self.entry.wait(self.timeout).await?;
-            let mut leadership = Leadership { held };
-            if leadership.value() != proposal.as_slice() {
+            let mut leadership = Leadership {
+                guard: self.lock.await?,
+            };
+            if leadership.value() != self.proposal.as_slice() {
                 // Resumed on an old key with another value: say the new one.
-                leadership.proclaim(proposal).await?;
+                leadership.proclaim(self.proposal).await?;
             }
             Ok(leadership)
         })

@@ -1,11 +1,8 @@
 //! The guard of a leader: proclaim, resign, and the lost signal.
 
-use std::time::Duration;
-
 use crate::error::{Error, Result};
-use crate::queue::Held;
-use crate::session::LostReason;
-use crate::types::{LeaseId, Revision};
+use crate::lock::LockGuard;
+use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
 
@@ -18,94 +15,28 @@ use pb::request_op::Request as Op;
 /// the next candidate is elected.
 #[must_use = "dropping the leadership resigns in the background"]
 pub struct Leadership {
-    pub(crate) held: Held,
+    pub(crate) guard: LockGuard,
 }
 
 impl std::fmt::Debug for Leadership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leadership")
-            .field("key", &self.held.key)
-            .field("fencing_token", &self.held.rev)
-            .field("lease", &self.held.session.lease)
-            .field("lost", &self.held.session.lost())
-            .finish()
+        f.debug_tuple("Leadership").field(&self.guard).finish()
+    }
+}
+
+/// A leader holds its election's name as a lock: its key, lease, value (the
+/// last proclaimed), fencing token, deadline, lost signal and guarded
+/// writes ([`LockGuard::txn`], [`LockGuard::put`], [`LockGuard::is_owner`])
+/// are the guard's.
+impl std::ops::Deref for Leadership {
+    type Target = LockGuard;
+
+    fn deref(&self) -> &LockGuard {
+        &self.guard
     }
 }
 
 impl Leadership {
-    /// The election name.
-    pub fn name(&self) -> &str {
-        &self.held.name
-    }
-
-    /// The leader's key, `{name}/{lease hex}`.
-    pub fn key(&self) -> &str {
-        &self.held.key
-    }
-
-    /// The lease the key is attached to.
-    pub fn lease(&self) -> LeaseId {
-        self.held.session.lease
-    }
-
-    /// The TTL etcd granted to the lease.
-    pub fn ttl(&self) -> Duration {
-        self.held.session.ttl
-    }
-
-    /// The value last proclaimed (at first, the campaign's proposal).
-    pub fn value(&self) -> &[u8] {
-        &self.held.value
-    }
-
-    /// The fencing token: the key's create revision. It only grows across
-    /// successive leaders of one election.
-    pub fn fencing_token(&self) -> Revision {
-        self.held.rev
-    }
-
-    /// The local monotonic time until which the lease is known to be alive.
-    pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.held.session.deadline()
-    }
-
-    /// Whether the lost signal has fired.
-    pub fn is_lost(&self) -> bool {
-        self.held.session.lost().is_some()
-    }
-
-    /// Resolves when leadership can no longer be assumed: the lease's local
-    /// deadline passed without a keepalive answer, etcd said the lease is
-    /// gone, or the session was closed. It fires before etcd could elect
-    /// anyone else.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn lost(&self) -> LostReason {
-        self.held.session.wait_lost().await
-    }
-
-    /// A comparison that holds exactly while this candidate leads: put it
-    /// into your own `Txn` to make a write conditional on leading.
-    pub fn is_leader(&self) -> pb::Compare {
-        self.held.is_owner()
-    }
-
-    /// Runs `ops` in one transaction only while this candidate leads.
-    ///
-    /// Wire calls: one `KV/Txn`, not resent once it may have reached etcd.
-    ///
-    /// # Errors
-    /// [`Error::LockLost`] when the key is gone or not this candidate's;
-    /// [`Error::LeaseExpired`] when the lost signal already fired (nothing
-    /// sent); [`Error::Ambiguous`] when the answer was lost.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: the transaction may be applied even if the future is dropped.
-    pub async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        self.held.txn(ops).await
-    }
-
     /// Proclaims a new value: a put of the leader key (on its lease)
     /// guarded by its create revision, seen by every observer.
     ///
@@ -124,19 +55,19 @@ impl Leadership {
         let value = value.into();
         crate::queue::validate_value(&value)?;
         let put = pb::PutRequest {
-            key: self.held.key.as_bytes().to_vec(),
+            key: self.key().as_bytes().to_vec(),
             value: value.clone(),
-            lease: self.held.session.lease.0,
+            lease: self.lease().0,
             prev_kv: false,
         };
         let op = pb::RequestOp {
             request: Some(Op::RequestPut(put)),
         };
-        let resp = match self.held.txn(vec![op]).await {
+        let resp = match self.guard.txn(vec![op]).await {
             Err(Error::LockLost { key }) => return Err(Error::NotLeader { key }),
             r => r?,
         };
-        self.held.value = value;
+        self.guard.held.value = value;
         Ok(Revision(resp.header.map_or(0, |h| h.revision)))
     }
 
@@ -154,6 +85,6 @@ impl Leadership {
     /// # Cancel safety
     /// Not cancel safe: the resign may or may not be applied.
     pub async fn resign(self) -> Result<()> {
-        self.held.release().await
+        self.guard.release().await
     }
 }

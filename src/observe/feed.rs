@@ -36,24 +36,42 @@ pub(super) trait Events: Send + Sync + 'static {
 }
 
 /// A stream of events fed by a background task, which it owns: dropping
-/// the feed aborts the task.
-pub(super) struct Feed<E> {
+/// the stream stops the task. [`LockWatch`](crate::LockWatch) and
+/// [`LeaderWatch`](crate::LeaderWatch) are its two kinds.
+///
+/// Implements [`Stream`](tokio_stream::Stream); [`next`](EventStream::next)
+/// needs no extra trait.
+pub struct EventStream<E> {
     rx: mpsc::Receiver<Result<E>>,
     task: JoinHandle<()>,
 }
 
-impl<E> Drop for Feed<E> {
+impl<E> Drop for EventStream<E> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl<E> Feed<E> {
-    pub(super) async fn next(&mut self) -> Option<Result<E>> {
+impl<E> std::fmt::Debug for EventStream<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl<E> EventStream<E> {
+    /// The next event; `None` after a final error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Option<Result<E>> {
         self.rx.recv().await
     }
+}
 
-    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<E>>> {
+impl<E> tokio_stream::Stream for EventStream<E> {
+    type Item = Result<E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
 }
@@ -70,7 +88,7 @@ pub(super) async fn start<T: Events>(
     name: &str,
     at: Option<Revision>,
     events: T,
-) -> Result<Feed<T::Event>> {
+) -> Result<EventStream<T::Event>> {
     let prefix = prefix(name);
     let mut first = Vec::new();
     let (kvs, rev) = match snapshot(client, &prefix, at).await {
@@ -97,7 +115,7 @@ pub(super) async fn start<T: Events>(
     };
     // Owned by the feed, which aborts it on drop.
     let task = tokio::spawn(watcher.run(first));
-    Ok(Feed { rx, task })
+    Ok(EventStream { rx, task })
 }
 
 /// A semaphore's limit at `rev`, read only when the keys hold permits;
@@ -144,14 +162,6 @@ async fn snapshot(
     };
     let resp = client.range(req).await?;
     Ok((resp.kvs.into_iter().map(KeyValue::from).collect(), at))
-}
-
-/// Pins a feed for [`Stream`](tokio_stream::Stream) impls.
-pub(super) fn poll_feed<E>(
-    feed: Pin<&mut Feed<E>>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<E>>> {
-    feed.get_mut().poll_next(cx)
 }
 
 struct Watcher<T: Events> {

@@ -1,9 +1,6 @@
 //! The election stream: [`Client::observe`].
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use super::feed::{Events, Feed, poll_feed, start};
+use super::feed::{EventStream, Events, start};
 use super::keys::KeysByRevision;
 use crate::client::Client;
 use crate::error::Result;
@@ -61,37 +58,9 @@ pub enum ElectionEvent {
 /// A stream of [`ElectionEvent`]s: the state at the start, then every
 /// change of leader and every proclamation, each once, in revision order.
 /// It resumes by revision after a broken connection; after a compaction it
-/// says [`ElectionEvent::Resynced`] and reports the difference.
-///
-/// Implements [`Stream`](tokio_stream::Stream); dropping it stops its
-/// background task.
-pub struct LeaderWatch {
-    feed: Feed<ElectionEvent>,
-}
-
-impl std::fmt::Debug for LeaderWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaderWatch").finish_non_exhaustive()
-    }
-}
-
-impl LeaderWatch {
-    /// The next event; `None` after a final error.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn next(&mut self) -> Option<Result<ElectionEvent>> {
-        self.feed.next().await
-    }
-}
-
-impl tokio_stream::Stream for LeaderWatch {
-    type Item = Result<ElectionEvent>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        poll_feed(Pin::new(&mut self.get_mut().feed), cx)
-    }
-}
+/// says [`ElectionEvent::Resynced`] and reports the difference. Dropping it
+/// stops its background task.
+pub type LeaderWatch = EventStream<ElectionEvent>;
 
 /// Leader changes and proclamations, as election events.
 struct LeaderEvents;
@@ -205,8 +174,7 @@ impl Client {
 
     async fn observe_inner(&self, name: &str, at: Option<Revision>) -> Result<LeaderWatch> {
         validate_name(name)?;
-        let feed = start(self, name, at, LeaderEvents).await?;
-        Ok(LeaderWatch { feed })
+        start(self, name, at, LeaderEvents).await
     }
 }
 

@@ -1,9 +1,6 @@
 //! The lock-state stream: [`Client::watch_lock`].
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use super::feed::{Events, Feed, poll_feed, start};
+use super::feed::{EventStream, Events, start};
 use super::keys::KeysByRevision;
 use crate::client::Client;
 use crate::error::Result;
@@ -41,37 +38,8 @@ pub enum LockEvent {
 /// then reports each change once, in revision order; it resumes by revision
 /// after a broken connection, so nothing is missed or repeated. If the
 /// revision to resume from was compacted away, it reads a fresh snapshot
-/// and reports the difference.
-///
-/// Implements [`Stream`](tokio_stream::Stream); [`next`](LockWatch::next)
-/// needs no extra trait. Dropping it stops its background task.
-pub struct LockWatch {
-    feed: Feed<LockEvent>,
-}
-
-impl std::fmt::Debug for LockWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockWatch").finish_non_exhaustive()
-    }
-}
-
-impl LockWatch {
-    /// The next event; `None` after a final error.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn next(&mut self) -> Option<Result<LockEvent>> {
-        self.feed.next().await
-    }
-}
-
-impl tokio_stream::Stream for LockWatch {
-    type Item = Result<LockEvent>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        poll_feed(Pin::new(&mut self.get_mut().feed), cx)
-    }
-}
+/// and reports the difference. Dropping it stops its background task.
+pub type LockWatch = EventStream<LockEvent>;
 
 /// Holder changes, as lock events.
 struct HolderEvents {
@@ -171,7 +139,6 @@ impl Client {
         let events = HolderEvents {
             name: name.to_owned(),
         };
-        let feed = start(self, name, None, events).await?;
-        Ok(LockWatch { feed })
+        start(self, name, None, events).await
     }
 }

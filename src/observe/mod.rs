@@ -12,6 +12,7 @@ mod keys;
 mod leader_watch;
 mod lock_watch;
 
+pub use feed::EventStream;
 pub use leader_watch::{ElectionEvent, LeaderWatch};
 pub use lock_watch::{LockEvent, LockWatch};
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::acquire::op;
-use super::release::{LeaseUse, delete_if_mine};
+use super::release::{LeaseUse, delete_if_mine, leave_in_background};
 use super::rule::compare_create;
 use crate::client::Retry;
 use crate::error::{Error, Result};
@@ -138,21 +138,15 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        match self.lease_use {
-            // Dropping the last reference to the session revokes its lease.
-            LeaseUse::Own => self.session.unreserve(&self.name),
-            LeaseUse::Shared => {
-                let client = self.session.client.clone();
-                let key = std::mem::take(&mut self.key);
-                let rev = self.rev;
-                self.session
-                    .clean_in_background(&self.name, Some(rev), async move {
-                        delete_if_mine(&client, &key, rev).await.is_ok()
-                    });
-            }
+        if !self.done {
+            let key = std::mem::take(&mut self.key);
+            leave_in_background(
+                &self.session,
+                self.lease_use,
+                &self.name,
+                key,
+                Some(self.rev),
+            );
         }
     }
 }

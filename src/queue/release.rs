@@ -118,27 +118,38 @@ impl CancelCleanup {
 
 impl Drop for CancelCleanup {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            // The create revision may be unknown (the transaction may have
+            // been in flight), so the key is read first. A transaction that
+            // etcd applies only after the cleanup (it was cancelled in
+            // flight) leaves its key until the session ends.
+            let key = std::mem::take(&mut self.key);
+            leave_in_background(&self.session, self.lease_use, &self.name, key, None);
         }
-        match self.lease_use {
-            // A lease of its own: the lease is revoked when its session is
-            // dropped, which happens with the acquiring future.
-            LeaseUse::Own => self.session.unreserve(&self.name),
-            // A key on a shared session: delete it in the background. Its
-            // create revision may be unknown (the transaction may have been
-            // in flight), so it is read first; later requests for the name
-            // on this session wait for the cleanup. A transaction that etcd
-            // applies only after the cleanup (it was cancelled in flight)
-            // leaves its key until the session ends.
-            LeaseUse::Shared => {
-                let client = self.session.client.clone();
-                let key = std::mem::take(&mut self.key);
-                self.session
-                    .clean_in_background(&self.name, None, async move {
-                        delete_queued(&client, &key).await.is_ok()
-                    });
-            }
+    }
+}
+
+/// Removes `key` without waiting: a lease of its own goes when its session
+/// is dropped (which the caller's drop does); a key on a shared session is
+/// deleted by a background task, guarded by `rev` (read first when
+/// unknown), and later requests for the name on the session wait for it.
+pub(crate) fn leave_in_background(
+    session: &Arc<SessionInner>,
+    lease_use: LeaseUse,
+    name: &str,
+    key: String,
+    rev: Option<Revision>,
+) {
+    match lease_use {
+        LeaseUse::Own => session.unreserve(name),
+        LeaseUse::Shared => {
+            let client = session.client.clone();
+            session.clean_in_background(name, rev, async move {
+                match rev {
+                    Some(rev) => delete_if_mine(&client, &key, rev).await.is_ok(),
+                    None => delete_queued(&client, &key).await.is_ok(),
+                }
+            });
         }
     }
 }

@@ -10,11 +10,9 @@ use tokio::time::Instant;
 
 use super::keepalive::keepalive_loop;
 use super::names::Slot;
-use crate::client::{Client, MAX_TTL_SECS, Retry, paths};
+use crate::client::{Client, MAX_TTL_SECS};
 use crate::error::{Error, Result};
 use crate::types::LeaseId;
-use crate::wire::etcdserverpb as pb;
-use crate::wire::etcdserverpb::lease_client::LeaseClient;
 
 /// Why a lease is no longer held.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -114,17 +112,7 @@ impl SessionInner {
     /// errors.
     pub(crate) async fn adopt(client: &Client, lease: LeaseId) -> Result<Arc<SessionInner>> {
         let sent = Instant::now();
-        let resp = client
-            .unary(
-                paths::LEASE_TTL,
-                Retry::Safe,
-                pb::LeaseTimeToLiveRequest {
-                    id: lease.0,
-                    keys: false,
-                },
-                |ch, r| async move { LeaseClient::new(ch).lease_time_to_live(r).await },
-            )
-            .await?;
+        let resp = client.lease_time_to_live_raw(lease).await?;
         if resp.ttl <= 0 {
             return Err(Error::LeaseExpired { lease });
         }
