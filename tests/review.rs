@@ -987,3 +987,187 @@ async fn watch_lock_across_cut_connections_reports_the_real_history_exactly_once
     );
     within("close", STEP, session.close()).await.expect("close");
 }
+
+/// A waiter cut off (blackhole) for longer than its TTL, whose lease etcd
+/// then expires, while the holder releases: it is never granted, neither
+/// during the cut nor after it heals, and the next waiter (on a live
+/// connection) gets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_expired_while_cut_off_is_never_granted() {
+    const NAME: &str = "expired";
+    let etcd = start_etcd().await;
+    let admin = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    for on_session in [false, true] {
+        let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+        let cut_client = connect(vec![proxy.url()], Duration::from_secs(1)).await;
+        let holder = within("holder", STEP, admin.lock(NAME))
+            .await
+            .expect("holder");
+        let session = if on_session {
+            Some(
+                within("session", STEP, cut_client.session(Duration::from_secs(2)))
+                    .await
+                    .expect("session"),
+            )
+        } else {
+            None
+        };
+        let request = match &session {
+            Some(s) => s.lock(NAME).into_future(),
+            None => cut_client
+                .lock(NAME)
+                .ttl(Duration::from_secs(2))
+                .into_future(),
+        };
+        let waiter = tokio::spawn(request);
+        wait_until("the waiter is queued", STEP, || async {
+            admin
+                .get_prefix(format!("{NAME}/"))
+                .await
+                .is_ok_and(|(kvs, _)| kvs.len() == 2)
+        })
+        .await;
+        let lease = queue_of(&admin, NAME).await[1].lease.expect("a lease");
+        proxy.set_mode(ProxyMode::Blackhole);
+        // etcd expires the waiter's lease (2 s after its last keepalive).
+        wait_until("the waiter's lease expired", STEP, || async {
+            admin
+                .lease_time_to_live(lease)
+                .await
+                .is_ok_and(|ttl| ttl.is_none())
+        })
+        .await;
+        let next = tokio::spawn(admin.lock(NAME).timeout(STEP).into_future());
+        within("holder release", STEP, holder.release())
+            .await
+            .expect("holder release");
+        let next = within("the next waiter", STEP, next)
+            .await
+            .expect("task")
+            .expect("the next waiter holds");
+        proxy.set_mode(ProxyMode::Pass);
+        let outcome = within("the cut waiter", STEP, waiter).await.expect("task");
+        match outcome {
+            Err(Error::LeaseExpired { .. } | Error::LockLost { .. }) => {}
+            Err(e) if e.is_connectivity() => {}
+            Ok(g) => panic!(
+                "zombie: granted token {} while {} holds",
+                g.fencing_token(),
+                next.fencing_token()
+            ),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        within("next release", STEP, next.release())
+            .await
+            .expect("next release");
+        assert!(queue_of(&admin, NAME).await.is_empty());
+    }
+}
+
+/// An election observed through a proxy that is cut again and again
+/// reports each leader (at its token) and each proclamation once, in
+/// order, and `NoLeader` after each resignation; `observe_from` a past
+/// revision replays the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_across_cut_connections_reports_each_leader_and_proclamation_once() {
+    use locker::ElectionEvent;
+    const NAME: &str = "elected";
+    let etcd = start_etcd().await;
+    let proxy = Arc::new(Proxy::start(etcd.client_addr(0)).await.expect("proxy"));
+    let watcher = connect(vec![proxy.url()], Duration::from_secs(2)).await;
+    let actor = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let mut events = within("observe", STEP, watcher.observe(NAME))
+        .await
+        .expect("observe");
+    let first = within("snapshot", STEP, events.next())
+        .await
+        .expect("an event")
+        .expect("snapshot");
+    let ElectionEvent::NoLeader { revision: start } = first else {
+        panic!("{first:?}")
+    };
+    let cutter = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(20 + rng.below(80))).await;
+                proxy.cut();
+            }
+        })
+    };
+    let session = within("session", STEP, actor.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    // The expected history: (kind, token, value).
+    let mut expected: Vec<(&str, Revision, Vec<u8>)> = Vec::new();
+    for i in 0..12 {
+        let proposal = format!("p{i}");
+        let mut leader = if i % 2 == 0 {
+            within("campaign", STEP, actor.campaign(NAME, proposal.clone()))
+                .await
+                .expect("campaign")
+        } else {
+            within("campaign", STEP, session.campaign(NAME, proposal.clone()))
+                .await
+                .expect("campaign")
+        };
+        let token = leader.fencing_token();
+        expected.push(("leader", token, proposal.into_bytes()));
+        let said = format!("q{i}");
+        within("proclaim", STEP, leader.proclaim(said.clone()))
+            .await
+            .expect("proclaim");
+        expected.push(("proclaimed", token, said.into_bytes()));
+        within("resign", STEP, leader.resign())
+            .await
+            .expect("resign");
+        expected.push(("none", Revision(0), Vec::new()));
+    }
+    within("cutter", STEP, cutter).await.expect("cutter");
+    let collect = |n: usize, mut events: locker::LeaderWatch| async move {
+        let mut seen = Vec::new();
+        let mut last = Revision(0);
+        while seen.len() < n {
+            let ev = within("next event", STEP, events.next())
+                .await
+                .expect("the stream ended")
+                .expect("an event");
+            let (kind, token, value, revision) = match ev {
+                ElectionEvent::Leader {
+                    token,
+                    value,
+                    revision,
+                    ..
+                } => ("leader", token, value, revision),
+                ElectionEvent::Proclaimed {
+                    token,
+                    value,
+                    revision,
+                    ..
+                } => ("proclaimed", token, value, revision),
+                ElectionEvent::NoLeader { revision } => ("none", Revision(0), Vec::new(), revision),
+                other => panic!("unexpected event {other:?}"),
+            };
+            assert!(revision > last, "revision {revision} after {last}");
+            last = revision;
+            seen.push((kind, token, value));
+        }
+        seen
+    };
+    let n = expected.len();
+    let seen = collect(n, events).await;
+    assert_eq!(seen, expected);
+    // Replayed from the snapshot's revision, directly.
+    let mut replay = within("observe_from", STEP, actor.observe_from(NAME, start))
+        .await
+        .expect("observe_from");
+    let first = within("snapshot", STEP, replay.next())
+        .await
+        .expect("an event")
+        .expect("snapshot");
+    assert!(matches!(first, ElectionEvent::NoLeader { .. }), "{first:?}");
+    let seen = collect(n, replay).await;
+    assert_eq!(seen, expected);
+    within("close", STEP, session.close()).await.expect("close");
+}
