@@ -105,7 +105,6 @@ impl Rng {
 /// from the `Stale` mark, and the third request finds the second one's key
 /// and is granted the same lock: two guards at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Held::release unreserves a name that a concurrent request on the same session already owns; a third request is then granted the same lock (double grant)"]
 async fn a_release_racing_a_relock_on_one_session_never_grants_the_name_twice() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
@@ -168,7 +167,6 @@ async fn a_release_racing_a_relock_on_one_session_never_grants_the_name_twice() 
 /// (release.rs) marks the name stale, deletes its key, then unreserves the
 /// name even if another request on the session took it meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: leave() unreserves a name that a concurrent request on the same session already owns; a third request is then granted the same lock (double grant)"]
 async fn a_timed_out_request_leaving_while_a_relock_starts_never_grants_the_name_twice() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
@@ -252,7 +250,6 @@ async fn a_timed_out_request_leaving_while_a_relock_starts_never_grants_the_name
 /// becomes the holder when the holder leaves, and blocks every other client
 /// for as long as the session lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a lock future dropped during its leave() (after its own timeout) leaves its key queued; it later holds the lock for nobody until the session ends"]
 async fn a_request_dropped_while_it_leaves_after_its_timeout_leaves_nothing_queued() {
     let etcd = start_etcd().await;
     let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
@@ -361,7 +358,6 @@ async fn a_late_first_copy_of_a_resent_acquire_does_not_queue_again_after_the_re
 /// the name and leaves the key: when the holder leaves, the old key holds
 /// the lock for nobody, kept alive by the resumed session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: try_lock on a resumed session that finds its old queued key behind a holder leaves that key queued; it then holds the lock for nobody"]
 async fn a_busy_try_lock_on_a_resumed_session_leaves_nothing_of_its_own_queued() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
@@ -1181,7 +1177,6 @@ async fn observe_across_cut_connections_reports_each_leader_and_proclamation_onc
 /// `wait_turn`, wait.rs) returns its timeout as the answer of the whole
 /// request: the lock, which was this waiter's turn, is given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a connectivity error of the post-wait check's read ends the lock request with that error instead of retrying while the lease lives"]
 async fn a_stall_during_the_post_wait_check_is_retried_while_the_lease_lives() {
     const NAME: &str = "stall";
     let etcd = start_etcd().await;
@@ -1330,7 +1325,6 @@ async fn a_release_racing_the_sessions_close_ends_cleanly() {
 /// Today the lease grant, the name reservation and the removal of a stale
 /// key (`Entry::ready`, entry.rs) run before the timeout's `select!`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the lock timeout does not bound the lease grant (Entry::ready runs before the timeout's select!); a 500 ms timeout takes the full request timeout"]
 async fn a_lock_timeout_bounds_the_lease_grant_too() {
     let etcd = start_etcd().await;
     let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");

@@ -131,7 +131,17 @@ impl Entry {
     pub(crate) async fn wait(self, timeout: Option<Duration>) -> Result<Held> {
         // A timeout too large to add to the clock is no timeout.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let r = self.ready().await?;
+        let timed_out = || Error::AcquireTimeout {
+            name: self.name.clone(),
+            after: timeout.unwrap_or_default(),
+        };
+        // The grant and the name's reservation count against the timeout.
+        let r = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.ready())
+                .await
+                .map_err(|_| timed_out())??,
+            None => self.ready().await?,
+        };
         let prefix = key::prefix(&self.name);
         let turn = async {
             let a = self.acquire(&r, &prefix);
@@ -150,10 +160,7 @@ impl Entry {
         let outcome = tokio::select! {
             res = turn => res,
             lost = r.session.wait_lost() => Err(r.session.lost_error(lost)),
-            _ = crate::rt::sleep_until_opt(deadline) => Err(Error::AcquireTimeout {
-                name: self.name.clone(),
-                after: timeout.unwrap_or_default(),
-            }),
+            _ = crate::rt::sleep_until_opt(deadline) => Err(timed_out()),
         };
         // The lease may have been lost just as the wait ended.
         let outcome = outcome.and_then(|found| r.session.check_alive().map(|()| found));
@@ -179,20 +186,19 @@ impl Entry {
         if q.holds() {
             return Ok(Ok(self.finish(r, Ok((q.rev, q.found))).await?));
         }
-        if mode == Mode::Queue {
-            r.cleanup.disarm();
-            leave(&r.session, r.lease_use, &self.name, &r.key).await;
-            return q.holder.map(Err).ok_or_else(no_holder);
-        }
         let Some(holder) = q.holder else {
             return Err(no_holder());
         };
-        r.cleanup.disarm();
-        r.session.unreserve(&self.name);
-        if r.lease_use == LeaseUse::Own {
-            // Best effort: an unused lease also expires by itself.
-            let _ = r.session.revoke().await;
+        // Leave nothing behind: my key if the try queued it or found it
+        // (on a resumed session), and a lease of its own (best effort: an
+        // unused lease also expires by itself). The cleanup stays armed
+        // until then, for a drop meanwhile.
+        if mode == Mode::Queue || q.rev.0 != 0 || r.lease_use == LeaseUse::Own {
+            leave(&r.session, r.lease_use, &self.name, &r.key).await;
+        } else {
+            r.session.unreserve(&self.name);
         }
+        r.cleanup.disarm();
         Ok(Err(holder))
     }
 
@@ -209,15 +215,18 @@ impl Entry {
     /// Hands out the held key (with the value found in it, when it was
     /// there already), or leaves nothing queued before reporting the error.
     async fn finish(self, r: Ready, outcome: Result<(Revision, Option<Vec<u8>>)>) -> Result<Held> {
-        r.cleanup.disarm();
         match outcome {
             Ok((rev, found)) => {
+                r.cleanup.disarm();
                 let value = found.unwrap_or(r.value);
                 let (name, key) = (self.name, r.key);
                 Ok(Held::new(r.session, r.lease_use, name, key, value, rev))
             }
             Err(e) => {
+                // Armed until the leave is done: a drop meanwhile still
+                // removes the key, in the background.
                 leave(&r.session, r.lease_use, &self.name, &r.key).await;
+                r.cleanup.disarm();
                 Err(e)
             }
         }

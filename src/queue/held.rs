@@ -111,10 +111,10 @@ impl Held {
                 // Until its key is known to be gone, the name is marked: a
                 // new request for it on this session first deletes this
                 // key, even if this future is dropped before the answer.
-                self.session.mark_stale(&self.name, Some(self.rev));
+                let mark = self.session.mark_stale(&self.name, Some(self.rev));
                 let r = delete_if_mine(&self.session.client, &self.key, self.rev).await;
                 if r.is_ok() {
-                    self.session.unreserve(&self.name);
+                    self.session.clear(&self.name, mark);
                 }
                 r
             }

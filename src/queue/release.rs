@@ -76,7 +76,7 @@ pub(crate) async fn remove_stale(
         None => delete_queued(&session.client, key).await,
     };
     if r.is_err() {
-        session.mark_stale(name, rev);
+        let _ = session.mark_stale(name, rev);
     }
     r
 }
@@ -92,9 +92,9 @@ pub(crate) async fn leave(session: &SessionInner, lease_use: LeaseUse, name: &st
             let _ = session.revoke().await;
         }
         LeaseUse::Shared => {
-            session.mark_stale(name, None);
+            let mark = session.mark_stale(name, None);
             if delete_queued(&session.client, key).await.is_ok() {
-                session.unreserve(name);
+                session.clear(name, mark);
             }
         }
     }

@@ -81,11 +81,12 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
             Ok(Some(gone_at)) if last => {
                 // The post-wait check: my own key must still have existed
                 // then (a lease revoked behind my back shows here).
-                if key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0)
-                    .await?
-                    .exists
-                {
-                    return Ok(());
+                match key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0).await {
+                    Ok(read) if read.exists => return Ok(()),
+                    Ok(_) => {}
+                    // Unreachable: read the queue again while the lease may live.
+                    Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
+                    Err(e) => return Err(e),
                 }
                 serializable = false;
             }

@@ -7,6 +7,7 @@
 //! cleanup could delete the second one's key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use tokio::sync::watch;
@@ -24,8 +25,22 @@ pub(crate) enum Slot {
     /// wait until it is done.
     Cleaning(watch::Receiver<()>),
     /// The key may still exist with this create revision (`None`: unknown):
-    /// the next request deletes it before queueing.
-    Stale(Option<Revision>),
+    /// the next request deletes it before queueing. `Mark` tells whose
+    /// note it is.
+    Stale(Option<Revision>, Mark),
+}
+
+/// Whose note a stale slot is: only the one who left it may clear it, and
+/// only while it is still there (a new request may have reserved the name
+/// meanwhile; clearing its slot would let a third request in).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Mark(u64);
+
+impl Mark {
+    fn new() -> Mark {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Mark(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// A key left behind by an earlier request for the same name, to be
@@ -58,7 +73,7 @@ impl SessionInner {
                     other => {
                         let stale = match other {
                             None => None,
-                            Some(Slot::Stale(rev)) => Some(StaleKey(*rev)),
+                            Some(Slot::Stale(rev, _)) => Some(StaleKey(*rev)),
                             // The cleanup task ended without saying how (its
                             // runtime shut down): the key may remain.
                             Some(_) => Some(StaleKey(None)),
@@ -85,9 +100,21 @@ impl SessionInner {
         self.slots().remove(name);
     }
 
-    /// Frees the name, but remembers that its key may still exist.
-    pub(crate) fn mark_stale(&self, name: &str, rev: Option<Revision>) {
-        self.slots().insert(name.to_owned(), Slot::Stale(rev));
+    /// Frees the name, but remembers that its key may still exist; the
+    /// mark clears the note with [`clear`](Self::clear).
+    pub(crate) fn mark_stale(&self, name: &str, rev: Option<Revision>) -> Mark {
+        let mark = Mark::new();
+        self.slots().insert(name.to_owned(), Slot::Stale(rev, mark));
+        mark
+    }
+
+    /// Frees the name once its key is known gone, if the note `mark` is
+    /// still there; a request that reserved the name meanwhile keeps it.
+    pub(crate) fn clear(&self, name: &str, mark: Mark) {
+        let mut slots = self.slots();
+        if matches!(slots.get(name), Some(Slot::Stale(_, m)) if *m == mark) {
+            slots.remove(name);
+        }
     }
 
     /// Runs `cleanup` (which deletes the name's key and says whether it
@@ -103,7 +130,7 @@ impl SessionInner {
         F: std::future::Future<Output = bool> + Send + 'static,
     {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.mark_stale(name, rev);
+            let _ = self.mark_stale(name, rev);
             return;
         };
         let (tx, rx) = watch::channel(());
@@ -121,7 +148,7 @@ impl SessionInner {
                 if deleted {
                     slots.remove(&name);
                 } else {
-                    slots.insert(name, Slot::Stale(rev));
+                    slots.insert(name, Slot::Stale(rev, Mark::new()));
                 }
             }
             drop(slots);

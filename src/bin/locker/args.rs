@@ -200,10 +200,11 @@ Campaign to lead the election NAME with PROPOSAL as the candidate's value (in FI
 candidate that campaigned first leads), then run CMD while leader, or lead until interrupted.
 Candidates are NAME/<lease id in hex>, as with `etcdctl elect`: locker and etcdctl candidates
 are one election, and an `etcdctl lock NAME` holder keeps every candidate waiting.
-When elected, prints `key=KEY fencing_token=N lease=ID` on one line. With CMD: CMD runs with
-LOCKER_KEY and LOCKER_FENCING_TOKEN in its environment; when it exits, locker resigns and exits
-with CMD's exit status; if leadership is lost, CMD gets SIGTERM (SIGKILL after --kill-after) and
-locker exits with 78. Without CMD: leads until SIGINT, SIGTERM or SIGHUP, then resigns, exit 0.
+With CMD: when elected, CMD runs with LOCKER_KEY and LOCKER_FENCING_TOKEN in its environment;
+when it exits, locker resigns and exits with CMD's exit status; if leadership is lost, CMD gets
+SIGTERM (SIGKILL after --kill-after) and locker exits with 78. Without CMD: when elected, prints
+`key=KEY fencing_token=N lease=ID` on one line, leads until SIGINT, SIGTERM or SIGHUP, then
+resigns and exits with 0.
 With --listen (like `etcdctl elect -l`): prints `leader revision=R key=KEY value=\"V\" lease=ID
 fencing_token=N`, `proclaimed revision=R key=...`, `no-leader revision=R` or
 `resynced revision=R`, one line per event (the first is the current state), until interrupted.
@@ -392,9 +393,15 @@ pub(crate) fn usage_error(e: clap::Error) -> ExitCode {
         _ => {}
     }
     let text = e.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut lines = text.lines().map(str::trim);
     let first = lines.next().unwrap_or("invalid usage");
     let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if msg.ends_with(':') {
+        // "the following required arguments were not provided:", then a
+        // line per argument: name them.
+        let items: Vec<&str> = lines.by_ref().take_while(|l| !l.is_empty()).collect();
+        msg = format!("{} {}", msg, items.join(", "));
+    }
     for tip in lines.filter(|l| l.starts_with("tip: ")) {
         msg.push_str(&format!(" ({tip})"));
     }

@@ -87,6 +87,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if matches!(&cli.command, Command::Elect(a) if a.json && !a.listen) {
+        // clap lets `--json` through beside a proposal (which conflicts
+        // with --listen, and that waives --json's need of it).
+        say("--json goes with --listen; see 'locker elect --help'");
+        return ExitCode::from(code::USAGE);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
