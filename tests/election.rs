@@ -140,6 +140,19 @@ async fn next_event(watch: &mut LeaderWatch) -> ElectionEvent {
         .expect("the election stream reported an error")
 }
 
+/// Up to `n` events of a stream, stopping early when none comes within
+/// 2 s (so that a test shows what it got, not only that it waited).
+async fn take_events(watch: &mut LeaderWatch, n: usize) -> Vec<ElectionEvent> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(2), watch.next()).await {
+            Ok(Some(e)) => got.push(e.expect("the election stream reported an error")),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
 fn event_revision(e: &ElectionEvent) -> Revision {
     match e {
         ElectionEvent::Leader { revision, .. }
@@ -1513,4 +1526,113 @@ async fn a_resumed_waiting_candidate_keeps_its_place() {
         "{r:?}"
     );
     within("close", WAIT, session.close()).await.expect("close");
+}
+
+/// `observe_from(Revision(0))` resumes after revision 0, before anything
+/// was written: it starts with no leader and replays the whole history,
+/// exactly as etcd recorded it (and never reports a long-gone candidate as
+/// the leader on top of today's state). A negative revision is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_from_revision_zero_replays_the_whole_history() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "elect/from-zero";
+    let mut a = within("campaign", WAIT, client.campaign(name, "a0"))
+        .await
+        .expect("campaign");
+    within("proclaim", WAIT, a.proclaim("a1"))
+        .await
+        .expect("proclaim");
+    within("resign", WAIT, a.resign()).await.expect("resign");
+    let b = within("campaign", WAIT, client.campaign(name, "b0"))
+        .await
+        .expect("campaign");
+
+    let mut from = within("observe_from", WAIT, client.observe_from(name, Revision(0)))
+        .await
+        .expect("observe_from(0)");
+    let history = history(&etcd.endpoint(0), name, Revision(1), b.fencing_token()).await;
+    let mut expected = vec![ElectionEvent::NoLeader {
+        revision: Revision(0),
+    }];
+    expected.extend(expected_events(&history));
+    let got = take_events(&mut from, expected.len()).await;
+    assert_same_events(&got, &expected, "observe_from(0)");
+
+    let r = within(
+        "observe_from",
+        WAIT,
+        client.observe_from(name, Revision(-1)),
+    )
+    .await;
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+}
+
+/// A leadership dropped without resign is released in the background: the
+/// next candidate leads promptly (far sooner than the dropped leader's
+/// 30 s TTL), on its own lease and on a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_leadership_hands_over_promptly() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "elect/dropped";
+    let ttl = Duration::from_secs(30);
+    let session = within("session", WAIT, client.session(ttl))
+        .await
+        .expect("session");
+    let own = within("campaign", WAIT, client.campaign(name, "own").ttl(ttl))
+        .await
+        .expect("campaign");
+    let on_session = tokio::spawn(session.campaign(name, "session").into_future());
+    wait_candidates(&client, name, 2).await;
+    let third = spawn_campaign(&client, name, "third", ttl);
+    wait_candidates(&client, name, 3).await;
+
+    drop(own);
+    let on_session = within("the session's campaign", Duration::from_secs(2), on_session)
+        .await
+        .expect("task")
+        .expect("the session candidate leads");
+    drop(on_session);
+    let third = within("the third campaign", Duration::from_secs(2), third)
+        .await
+        .expect("task")
+        .expect("the third candidate leads");
+    assert_leads(&client, name, &third).await;
+    assert!(session.lost_reason().is_none(), "the session lives on");
+    within("resign", WAIT, third.resign())
+        .await
+        .expect("resign");
+}
+
+/// A leader that dies without a word (its connection refused from then on,
+/// its leadership never resigned): the next candidate leads within the
+/// TTL + 1 s, with a larger token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_candidate_leads_within_the_ttl_after_a_leader_dies() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0))
+        .await
+        .expect("start proxy");
+    let dying = connect_through(&proxy).await;
+    let name = "elect/dies";
+    let ttl = Duration::from_secs(2);
+    let a = within("campaign", WAIT, dying.campaign(name, "A").ttl(ttl))
+        .await
+        .expect("campaign");
+    let token = a.fencing_token();
+    let next = spawn_campaign(&client, name, "B", WAIT);
+    wait_candidates(&client, name, 2).await;
+
+    proxy.set_mode(ProxyMode::Refuse);
+    let died_at = Instant::now();
+    std::mem::forget(a);
+    let b = within("B's campaign", ttl + Duration::from_secs(1), next)
+        .await
+        .expect("task")
+        .expect("B leads");
+    eprintln!("B led {:?} after A died", died_at.elapsed());
+    assert!(b.fencing_token() > token);
+    assert_leads(&client, name, &b).await;
 }
