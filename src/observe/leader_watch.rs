@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use super::feed::{Events, Feed, poll_feed, start};
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::queue::validate_name;
 use crate::types::{KeyValue, LeaseId, Revision};
 
@@ -184,12 +184,16 @@ impl Client {
     }
 
     /// As [`observe`](Self::observe), resuming after `revision`: the first
-    /// event is the state at `revision`, then every change after it. A
+    /// event is the state at `revision`, then every change after it.
+    /// `Revision(0)` is the empty store before the first write: the stream
+    /// starts with [`ElectionEvent::NoLeader`] and replays the history. A
     /// compacted `revision` starts with [`ElectionEvent::Resynced`] and the
     /// newest state.
     ///
     /// # Errors
-    /// As [`observe`](Self::observe).
+    /// As [`observe`](Self::observe);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a
+    /// negative revision.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -199,6 +203,9 @@ impl Client {
 
     async fn observe_inner(&self, name: &str, at: Option<Revision>) -> Result<LeaderWatch> {
         validate_name(name)?;
+        if at.is_some_and(|r| r.0 < 0) {
+            return Err(Error::invalid("a revision to observe from is at least 0"));
+        }
         let feed = start(self, name, at, LeaderEvents).await?;
         Ok(LeaderWatch { feed })
     }
