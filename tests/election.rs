@@ -1055,7 +1055,8 @@ async fn a_leader_cut_off_loses_before_the_next_is_elected() {
 // ---------------------------------------------------------------------------
 
 /// Four candidates on sessions cycle campaign → proclaim → resign, 50 times
-/// each (200 leaderships), while an observer records every event. The
+/// each (200 leaderships), while an observer records every event (its
+/// connection cut four times along the way). The
 /// events are then checked against etcd's own history of the election read
 /// with a raw watch: none missed, none duplicated, none out of order, each
 /// leader the lowest live key at its revision, every proclamation there.
@@ -1065,8 +1066,12 @@ async fn observe_under_churn_matches_etcds_history_exactly() {
     const ROUNDS: usize = 50;
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0))
+        .await
+        .expect("start proxy");
+    let watcher = connect_through(&proxy).await;
     let name = "elect/churn";
-    let mut watch = within("observe", WAIT, client.observe(name))
+    let mut watch = within("observe", WAIT, watcher.observe(name))
         .await
         .expect("observe");
     let ElectionEvent::NoLeader { revision: start } = next_event(&mut watch).await else {
@@ -1110,6 +1115,17 @@ async fn observe_under_churn_matches_etcds_history_exactly() {
             within("close", WAIT, session.close()).await.expect("close");
         }));
     }
+    // Cut the observer's connection four times along the way: it resumes
+    // by revision each time.
+    for n in [30, 70, 110, 150] {
+        wait_until(
+            "the churn has progressed",
+            Duration::from_secs(30),
+            || async { proclaimed.lock().unwrap_or_else(|e| e.into_inner()).len() >= n },
+        )
+        .await;
+        proxy.cut();
+    }
     for (c, task) in tasks.into_iter().enumerate() {
         within("a candidate finishing", Duration::from_secs(60), task)
             .await
@@ -1132,6 +1148,10 @@ async fn observe_under_churn_matches_etcds_history_exactly() {
     .await;
     let expected = expected_events(&history);
     assert_same_events(&seen, &expected, "observed vs etcd's history");
+    assert!(
+        proxy.connections() >= 5,
+        "the observer reconnected after each cut"
+    );
 
     let leaders: Vec<Revision> = seen
         .iter()
@@ -1635,4 +1655,56 @@ async fn the_next_candidate_leads_within_the_ttl_after_a_leader_dies() {
     eprintln!("B led {:?} after A died", died_at.elapsed());
     assert!(b.fencing_token() > token);
     assert_leads(&client, name, &b).await;
+}
+
+/// etcd #18163: with no leader, etcd's Observe takes the first PUT of a
+/// watch batch. Here an observer away while several candidates come and go
+/// gets one batch of them on reconnecting, and reports each leader at the
+/// revision it led, as etcd's history says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_back_from_a_gap_reports_each_leader_of_the_gap() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0))
+        .await
+        .expect("start proxy");
+    let watcher = connect_through(&proxy).await;
+    let name = "elect/gap";
+    let mut watch = within("observe", WAIT, watcher.observe(name))
+        .await
+        .expect("observe");
+    let ElectionEvent::NoLeader { revision: start } = next_event(&mut watch).await else {
+        panic!("an empty election starts with NoLeader")
+    };
+
+    proxy.set_mode(ProxyMode::Refuse);
+    let x = within("campaign", WAIT, client.campaign(name, "x"))
+        .await
+        .expect("campaign");
+    let y = spawn_campaign(&client, name, "y", WAIT);
+    wait_candidates(&client, name, 2).await;
+    within("resign", WAIT, x.resign()).await.expect("resign");
+    let mut y = within("Y", WAIT, y).await.expect("task").expect("Y leads");
+    within("proclaim", WAIT, y.proclaim("y1"))
+        .await
+        .expect("proclaim");
+    let z = spawn_campaign(&client, name, "z", WAIT);
+    wait_candidates(&client, name, 2).await;
+    within("resign", WAIT, y.resign()).await.expect("resign");
+    let z = within("Z", WAIT, z).await.expect("task").expect("Z leads");
+    let (_, last) = within("read", WAIT, client.get_prefix(format!("{name}/")))
+        .await
+        .expect("read");
+    proxy.set_mode(ProxyMode::Pass);
+
+    let history = history(&etcd.endpoint(0), name, Revision(start.0 + 1), last).await;
+    let expected = expected_events(&history);
+    assert_eq!(
+        expected.len(),
+        4,
+        "X, Y, Y's proclamation, Z: {expected:#?}"
+    );
+    let got = take_events(&mut watch, expected.len()).await;
+    assert_same_events(&got, &expected, "after the gap");
+    assert_eq!(got.last(), Some(&leader_event(&z, "z", last)));
 }
