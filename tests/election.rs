@@ -1708,3 +1708,169 @@ async fn an_observer_back_from_a_gap_reports_each_leader_of_the_gap() {
     assert_same_events(&got, &expected, "after the gap");
     assert_eq!(got.last(), Some(&leader_event(&z, "z", last)));
 }
+
+// ---------------------------------------------------------------------------
+// Guards, sessions, arguments
+// ---------------------------------------------------------------------------
+
+/// `is_leader()` put into a caller's own `Txn` holds exactly while the
+/// candidate leads: the write applies while leading, and not once its key
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_leader_makes_a_raw_txn_conditional_on_leading() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "elect/is-leader";
+    let l = within("campaign", WAIT, client.campaign(name, "L"))
+        .await
+        .expect("campaign");
+    let write = |v: &str| pb::TxnRequest {
+        compare: vec![l.is_leader()],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: b"elect/is-leader-data".to_vec(),
+                value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let r = within("txn", WAIT, client.txn_raw(write("one")))
+        .await
+        .expect("txn");
+    assert!(r.succeeded, "the compare holds while leading");
+    within("delete", WAIT, client.delete(l.key()))
+        .await
+        .expect("delete");
+    let r = within("txn", WAIT, client.txn_raw(write("two")))
+        .await
+        .expect("txn");
+    assert!(!r.succeeded, "the compare fails once the key is gone");
+    let kv = within("get", WAIT, client.get("elect/is-leader-data"))
+        .await
+        .expect("get")
+        .expect("the first write");
+    assert_eq!(kv.value, b"one");
+}
+
+/// A session campaigns for a name once at a time: a second campaign or a
+/// lock of the same name on it is refused with `AlreadyLocked` while the
+/// first leads, and sends nothing; closing the session fires the leader's
+/// lost signal, after which proclaim is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_campaigns_for_a_name_once_and_its_close_ends_the_leadership() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "elect/once";
+    let session = within("session", WAIT, client.session(WAIT))
+        .await
+        .expect("session");
+    let mut l = within("campaign", WAIT, session.campaign(name, "first"))
+        .await
+        .expect("campaign");
+    let r = within("campaign", WAIT, session.campaign(name, "second")).await;
+    assert!(matches!(r, Err(Error::AlreadyLocked { .. })), "{r:?}");
+    let r = within("lock", WAIT, session.lock(name)).await;
+    assert!(matches!(r, Err(Error::AlreadyLocked { .. })), "{r:?}");
+    assert_leads(&client, name, &l).await;
+    assert_eq!(candidates(&client, name).await.len(), 1);
+
+    within("close", WAIT, session.close()).await.expect("close");
+    within("the lost signal", WAIT, l.lost()).await;
+    let r = within("proclaim", WAIT, l.proclaim("after close")).await;
+    assert!(r.is_err(), "proclaim after the session closed: {r:?}");
+    assert_eq!(leader(&client, name).await, None);
+}
+
+fn invalid<T>(r: &locker::Result<T>) -> bool {
+    matches!(r, Err(Error::InvalidArgument { .. }))
+}
+
+/// Bad names, proposals and proclamations are refused with
+/// `InvalidArgument` before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_are_refused_before_anything_is_sent() {
+    let etcd = start_etcd().await;
+    let rec = Recorder::default();
+    let client = within(
+        "connect",
+        WAIT,
+        Client::builder()
+            .endpoints(etcd.endpoints())
+            .audit(rec.sink())
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    let name = "elect/invalid";
+    let mut l = within("campaign", WAIT, client.campaign(name, "ok"))
+        .await
+        .expect("campaign");
+    rec.take();
+    let big = vec![b'x'; locker::MAX_VALUE_LEN + 1];
+    assert!(invalid(
+        &within("campaign", WAIT, client.campaign("", "v")).await
+    ));
+    assert!(invalid(
+        &within("campaign", WAIT, client.campaign("bad\nname", "v")).await
+    ));
+    assert!(invalid(
+        &within(
+            "campaign",
+            WAIT,
+            client.campaign("elect/other", big.clone())
+        )
+        .await
+    ));
+    assert!(invalid(&within("proclaim", WAIT, l.proclaim(big)).await));
+    assert!(invalid(&within("leader", WAIT, client.leader("")).await));
+    assert!(invalid(&within("observe", WAIT, client.observe("")).await));
+    let sent = rec.take();
+    assert!(sent.is_empty(), "sent for invalid arguments: {sent:#?}");
+    assert_leads(&client, name, &l).await;
+    assert_eq!(l.value(), b"ok");
+}
+
+/// Names `a` and `ab` are separate elections (the `/` after the name keeps
+/// `ab`'s keys out of `a`'s range, unlike etcd #6278).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_whose_name_extends_another_is_separate() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let ab = within("campaign", WAIT, client.campaign("elect/ab", "ab"))
+        .await
+        .expect("campaign");
+    let a = within("campaign", WAIT, client.campaign("elect/a", "a"))
+        .await
+        .expect("a leads while ab leads");
+    assert_leads(&client, "elect/a", &a).await;
+    assert_leads(&client, "elect/ab", &ab).await;
+}
+
+/// A name nested under another (`a/b` under `a`) shares `a`'s key range:
+/// a candidate of `a/b` blocks a campaign for `a` and is reported as `a`'s
+/// leader. etcd's own election does the same (same key layout), so fixing
+/// it is a design decision about the layout, not a local fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "design: `{name}/` ranges of nested names overlap (as in etcd); see the election report"]
+async fn an_election_nested_under_another_name_is_separate() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let nested = within("campaign", WAIT, client.campaign("elect/a/b", "nested"))
+        .await
+        .expect("campaign");
+    assert_leads(&client, "elect/a/b", &nested).await;
+    assert_eq!(
+        leader(&client, "elect/a").await,
+        None,
+        "a candidate of elect/a/b is not a candidate of elect/a"
+    );
+    let a = within(
+        "campaign",
+        Duration::from_secs(3),
+        client.campaign("elect/a", "a"),
+    )
+    .await
+    .expect("elect/a leads while elect/a/b leads");
+    assert_leads(&client, "elect/a", &a).await;
+}
