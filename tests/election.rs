@@ -915,18 +915,34 @@ async fn etcdctl_elect_waits_while_locker_leads() {
     wait_candidates(&client, name, 0).await;
 }
 
-/// While `etcdctl elect` leads, locker's campaign waits; it returns only
-/// after etcdctl was interrupted (and resigned), with a larger token.
+/// While `etcdctl elect` leads (and locker's observer reports it), locker's
+/// campaign waits; it returns only after etcdctl was interrupted (and
+/// resigned), with a larger token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locker_waits_while_etcdctl_elect_leads() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints()).await;
     let name = "interop/elect-b";
+    let mut events = within("observe", WAIT, client.observe(name))
+        .await
+        .expect("observe");
+    next_event(&mut events).await;
     let mut e = Etcdctl::spawn(&etcd.endpoint(0), &["elect", name, "etcdctl-prop"]);
     let (_, e_key, value) = e.key_value().await;
     assert_eq!(value, "etcdctl-prop");
     let h = leader(&client, name).await.expect("etcdctl leads");
     assert_eq!(h.key, e_key);
+    // locker's observer sees etcdctl's leader and proposal.
+    assert_eq!(
+        next_event(&mut events).await,
+        ElectionEvent::Leader {
+            key: e_key.clone(),
+            value: b"etcdctl-prop".to_vec(),
+            lease: h.lease,
+            token: h.fencing_token,
+            revision: h.fencing_token,
+        }
+    );
 
     let campaign = spawn_campaign(&client, name, "locker", WAIT);
     wait_candidates(&client, name, 2).await;
@@ -1873,4 +1889,81 @@ async fn an_election_nested_under_another_name_is_separate() {
     .await
     .expect("elect/a leads while elect/a/b leads");
     assert_leads(&client, "elect/a", &a).await;
+}
+
+/// etcd #19597 with a frozen process: a waiting candidate whose whole
+/// runtime stalls (as under SIGSTOP) past its TTL, while the leader resigns
+/// and the candidate queued behind it is elected, never reports leadership
+/// when it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_frozen_past_its_ttl_never_leads_when_it_thaws() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "elect/frozen";
+    let a = within("campaign", WAIT, client.campaign(name, "A"))
+        .await
+        .expect("campaign");
+
+    // B runs on a runtime of its own, on a thread that the test freezes.
+    let (freeze_tx, freeze_rx) = tokio::sync::oneshot::channel::<Duration>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let endpoints = etcd.endpoints();
+    let frozen = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for B");
+        rt.block_on(async move {
+            let b_client = connect(endpoints).await;
+            let campaign = b_client
+                .campaign(name, "B")
+                .ttl(Duration::from_secs(2))
+                .timeout(Duration::from_secs(20));
+            let freezer = async {
+                if let Ok(d) = freeze_rx.await {
+                    // Blocks the whole runtime: no keepalive, no watch.
+                    std::thread::sleep(d);
+                }
+                std::future::pending::<()>().await;
+            };
+            let outcome = tokio::select! {
+                r = campaign => r,
+                () = freezer => unreachable!(),
+            };
+            let _ = done_tx.send(outcome.map(|l| (l.key().to_owned(), l.fencing_token())));
+        });
+    });
+    wait_candidates(&client, name, 2).await;
+    let b_key = candidates(&client, name).await[1].key_str();
+    let c = spawn_campaign(&client, name, "C", WAIT);
+    wait_candidates(&client, name, 3).await;
+
+    let thaw_at = Instant::now() + Duration::from_secs(5);
+    freeze_tx
+        .send(Duration::from_secs(5))
+        .expect("B's runtime is there");
+    // While B is frozen: its lease expires, A resigns, C is elected.
+    wait_until("B's key expired", WAIT, || async {
+        !candidate_keys(&client, name).await.contains(&b_key)
+    })
+    .await;
+    within("resign", WAIT, a.resign()).await.expect("resign");
+    let c = within("C's campaign", WAIT, c)
+        .await
+        .expect("task")
+        .expect("C leads");
+    assert!(
+        Instant::now() < thaw_at,
+        "the test must elect C while B is still frozen"
+    );
+
+    let outcome = within("B's campaign after the thaw", WAIT, done_rx)
+        .await
+        .expect("B's outcome");
+    match outcome {
+        Ok((key, token)) => panic!("the frozen candidate reports leadership: {key} {token}"),
+        Err(e) => assert!(e.is_lost(), "expected a loss error, got {e:?}"),
+    }
+    assert_leads(&client, name, &c).await;
+    frozen.join().expect("B's thread");
 }
