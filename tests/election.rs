@@ -1967,3 +1967,94 @@ async fn a_candidate_frozen_past_its_ttl_never_leads_when_it_thaws() {
     assert_leads(&client, name, &c).await;
     frozen.join().expect("B's thread");
 }
+
+/// On a 3-member cluster, the member serving an observer's watch is
+/// killed while candidates keep changing leadership through the others:
+/// the observer moves to another member and resumes by revision; its
+/// events still match etcd's history exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_moves_to_another_member_without_gaps_or_repeats() {
+    let mut etcd = Etcd::cluster(3).await.expect("start a 3-member etcd");
+    let rec = Recorder::default();
+    let watcher = within(
+        "connect",
+        WAIT,
+        Client::builder()
+            .endpoints(etcd.endpoints())
+            .request_timeout(Duration::from_secs(2))
+            .audit(rec.sink())
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    let name = "elect/failover";
+    let mut watch = within("observe", WAIT, watcher.observe(name))
+        .await
+        .expect("observe");
+    let ElectionEvent::NoLeader { revision: start } = next_event(&mut watch).await else {
+        panic!("an empty election starts with NoLeader")
+    };
+    let (events, collector) = collect(watch);
+    let mut watched = None;
+    wait_until("the observer's watch is open", WAIT, || {
+        watched = rec
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.kind == WireKind::StreamOpen && r.path == paths::WATCH)
+            .map(|r| r.endpoint.clone());
+        std::future::ready(watched.is_some())
+    })
+    .await;
+    let watched = watched.expect("the watch's endpoint");
+    let member = (0..etcd.len())
+        .find(|&i| watched.contains(&etcd.client_addr(i).to_string()))
+        .unwrap_or_else(|| panic!("the watch's endpoint {watched} is no member's"));
+    let others: Vec<String> = (0..etcd.len())
+        .filter(|&i| i != member)
+        .map(|i| etcd.endpoint(i))
+        .collect();
+    let client = connect(others.clone()).await;
+
+    let cycle = |client: Client, round: usize| async move {
+        let mut l = within("campaign", WAIT, client.campaign(name, format!("r{round}")))
+            .await
+            .expect("campaign");
+        within("proclaim", WAIT, l.proclaim(format!("r{round}-p")))
+            .await
+            .expect("proclaim");
+        within("resign", WAIT, l.resign()).await.expect("resign");
+    };
+    for round in 0..10 {
+        cycle(client.clone(), round).await;
+    }
+    etcd.kill(member);
+    for round in 10..20 {
+        cycle(client.clone(), round).await;
+    }
+    let marker = within("campaign", WAIT, client.campaign(name, "marker"))
+        .await
+        .expect("campaign");
+    wait_seen_leader(&events, marker.fencing_token()).await;
+    collector.abort();
+    let history = history(
+        &others[0],
+        name,
+        Revision(start.0 + 1),
+        marker.fencing_token(),
+    )
+    .await;
+    assert_same_events(
+        &seen(&events),
+        &expected_events(&history),
+        "across the failover",
+    );
+    let moved = rec
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|r| r.kind == WireKind::StreamOpen && r.path == paths::WATCH && r.endpoint != watched);
+    assert!(moved, "the observer's watch moved to another member");
+}
