@@ -1564,6 +1564,10 @@ async fn a_resumed_waiting_candidate_keeps_its_place() {
     within("close", WAIT, session.close()).await.expect("close");
 }
 
+// ---------------------------------------------------------------------------
+// Observe, continued
+// ---------------------------------------------------------------------------
+
 /// `observe_from(Revision(0))` resumes after revision 0, before anything
 /// was written: it starts with no leader and replays the whole history,
 /// exactly as etcd recorded it (and never reports a long-gone candidate as
@@ -1603,6 +1607,10 @@ async fn observe_from_revision_zero_replays_the_whole_history() {
     .await;
     assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Handover
+// ---------------------------------------------------------------------------
 
 /// A leadership dropped without resign is released in the background: the
 /// next candidate leads promptly (far sooner than the dropped leader's
@@ -1672,6 +1680,10 @@ async fn the_next_candidate_leads_within_the_ttl_after_a_leader_dies() {
     assert!(b.fencing_token() > token);
     assert_leads(&client, name, &b).await;
 }
+
+// ---------------------------------------------------------------------------
+// Observe after a gap (etcd #18163)
+// ---------------------------------------------------------------------------
 
 /// etcd #18163: with no leader, etcd's Observe takes the first PUT of a
 /// watch batch. Here an observer away while several candidates come and go
@@ -1891,6 +1903,10 @@ async fn an_election_nested_under_another_name_is_separate() {
     assert_leads(&client, "elect/a", &a).await;
 }
 
+// ---------------------------------------------------------------------------
+// No zombie leader, continued
+// ---------------------------------------------------------------------------
+
 /// etcd #19597 with a frozen process: a waiting candidate whose whole
 /// runtime stalls (as under SIGSTOP) past its TTL, while the leader resigns
 /// and the candidate queued behind it is elected, never reports leadership
@@ -1967,6 +1983,10 @@ async fn a_candidate_frozen_past_its_ttl_never_leads_when_it_thaws() {
     assert_leads(&client, name, &c).await;
     frozen.join().expect("B's thread");
 }
+
+// ---------------------------------------------------------------------------
+// Observe on a cluster
+// ---------------------------------------------------------------------------
 
 /// On a 3-member cluster, the member serving an observer's watch is
 /// killed while candidates keep changing leadership through the others:
