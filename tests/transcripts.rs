@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::Etcd;
-use locker::{Client, LockEvent, TryLock, WireKind, WireRecord};
+use locker::{Client, ElectionEvent, LockEvent, TryLock, WireKind, WireRecord};
 use tokio::time::{Instant, timeout};
 
 const COMMITS: &str = "etcd_server_proposals_committed_total";
@@ -319,6 +319,127 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         )]
     );
     measure("session close", &got, commits(&etcd).await - c0);
+
+    // campaign, free (own lease)
+    let c0 = commits(&etcd).await;
+    let mut l = client.campaign("t/e", "p1").ttl(TTL).await.unwrap();
+    let (ekey, elease) = (l.key().to_owned(), l.lease().to_string());
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [GRANT_60.to_owned(), acquire_txn("t/e", &ekey, 2, &elease)]
+    );
+    measure("campaign (free)", &got, commits(&etcd).await - c0);
+
+    // proclaim
+    let c0 = commits(&etcd).await;
+    l.proclaim("p22").await.unwrap();
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.KV/Txn txn if [create(\"{ekey}\") == {}] then [put \"{ekey}\" value_len=3 lease={elease}] else []",
+            l.fencing_token()
+        )]
+    );
+    measure("proclaim", &got, commits(&etcd).await - c0);
+
+    // leader
+    let c0 = commits(&etcd).await;
+    let now = client.leader("t/e").await.unwrap().unwrap();
+    assert_eq!(now.value, b"p22");
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.KV/Range {}",
+            owner_range("t/e")
+        )]
+    );
+    measure("leader", &got, commits(&etcd).await - c0);
+
+    // observe
+    let c0 = commits(&etcd).await;
+    let mut events = client.observe("t/e").await.unwrap();
+    let first = timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ElectionEvent::Leader { revision, .. } = first else {
+        panic!("{first:?}")
+    };
+    wait_until("the watch stream to open", || {
+        rec.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
+    })
+    .await;
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [
+            "call /etcdserverpb.KV/Range range \"t/e/\"..\"t/e0\"".to_owned(),
+            "open /etcdserverpb.Watch/Watch".to_owned(),
+            format!(
+                "send /etcdserverpb.Watch/Watch watch create \"t/e/\"..\"t/e0\" start_rev={}",
+                revision.0 + 1
+            ),
+        ]
+    );
+    measure("observe", &got, commits(&etcd).await - c0);
+    drop(events);
+
+    // campaign after waiting: `other` queues behind `l`, then `l` resigns.
+    let c_wait0 = commits(&etcd).await;
+    let waiter = {
+        let other = other.clone();
+        tokio::spawn(async move { other.campaign("t/e", "p3").ttl(TTL).await })
+    };
+    wait_until("the candidate to watch its predecessor", || {
+        other_rec.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
+    })
+    .await;
+    let c0 = commits(&etcd).await;
+    l.resign().await.unwrap();
+    let got_resign = rec.sent();
+    let w = timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let c_after = commits(&etcd).await;
+    let resigned_at = client.status().await.unwrap().revision;
+    rec.take();
+    assert_eq!(
+        got_resign,
+        [format!(
+            "call /etcdserverpb.Lease/LeaseRevoke revoke id={elease}"
+        )]
+    );
+    let wl = w.lease().to_string();
+    let got = other_rec.sent();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            acquire_txn("t/e", w.key(), 2, &wl),
+            "open /etcdserverpb.Watch/Watch".to_owned(),
+            format!("send /etcdserverpb.Watch/Watch watch create \"{ekey}\""),
+            format!("call /etcdserverpb.KV/Range range \"{ekey}\" serializable"),
+            format!(
+                "call /etcdserverpb.KV/Range range \"{}\" at_rev={resigned_at} serializable",
+                w.key()
+            ),
+        ]
+    );
+    measure("resign", &got_resign, c_after - c0);
+    measure(
+        "campaign (after waiting)",
+        &got,
+        c_after - c_wait0 - (c_after - c0),
+    );
+    w.resign().await.unwrap();
+    other_rec.take();
+    rec.take();
 
     check_readme_table(&table);
 }

@@ -37,6 +37,13 @@ impl std::ops::Deref for Leadership {
 }
 
 impl Leadership {
+    /// A comparison that holds exactly while this candidate leads (the
+    /// guard's [`is_owner`](LockGuard::is_owner)): put it into your own
+    /// `Txn` to make a write conditional on leading.
+    pub fn is_leader(&self) -> crate::wire::etcdserverpb::Compare {
+        self.guard.is_owner()
+    }
+
     /// Proclaims a new value: a put of the leader key (on its lease)
     /// guarded by its create revision, seen by every observer.
     ///

@@ -154,6 +154,11 @@ async fn snapshot(
     let Some(at) = at else {
         return client.get_prefix(prefix).await;
     };
+    if at.0 <= 0 {
+        // etcd reads revision 0 as "the newest"; the state after revision
+        // 0 is the empty store, before anything was written.
+        return Ok((Vec::new(), Revision(0)));
+    }
     let req = pb::RangeRequest {
         key: prefix.as_bytes().to_vec(),
         range_end: prefix_end(prefix.as_bytes()),

@@ -3,7 +3,7 @@
 use super::feed::{EventStream, Events, start};
 use super::keys::KeysByRevision;
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::queue::validate_name;
 use crate::types::{KeyValue, LeaseId, Revision};
 
@@ -159,12 +159,16 @@ impl Client {
     }
 
     /// As [`observe`](Self::observe), resuming after `revision`: the first
-    /// event is the state at `revision`, then every change after it. A
+    /// event is the state at `revision`, then every change after it.
+    /// `Revision(0)` is the empty store before the first write: the stream
+    /// starts with [`ElectionEvent::NoLeader`] and replays the history. A
     /// compacted `revision` starts with [`ElectionEvent::Resynced`] and the
     /// newest state.
     ///
     /// # Errors
-    /// As [`observe`](Self::observe).
+    /// As [`observe`](Self::observe);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a
+    /// negative revision.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -174,6 +178,9 @@ impl Client {
 
     async fn observe_inner(&self, name: &str, at: Option<Revision>) -> Result<LeaderWatch> {
         validate_name(name)?;
+        if at.is_some_and(|r| r.0 < 0) {
+            return Err(Error::invalid("a revision to observe from is at least 0"));
+        }
         start(self, name, at, LeaderEvents).await
     }
 }
