@@ -82,8 +82,11 @@ impl LockGuard {
 
     /// Resolves when the lock can no longer be assumed held: the lease's
     /// local deadline passed without a keepalive answer, etcd said the lease
-    /// is gone, or the session was closed. It fires before etcd could
-    /// give the lock to anyone else.
+    /// is gone, or the session was closed. When the lease expires, it fires
+    /// before etcd could give the lock to anyone else. It follows the
+    /// lease, not the key: a lease revoked by another client is seen at the
+    /// next keepalive answer (within TTL/3), and a key deleted by another
+    /// client only when a guarded write or the release is refused.
     ///
     /// ```no_run
     /// # async fn f(guard: locker::LockGuard) {
