@@ -920,3 +920,32 @@ async fn a_waiting_lock_says_once_who_holds_it_and_quiet_silences_it() {
     a.signal(libc::SIGINT);
     assert_eq!(a.exit(SHORT).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncontended_try_costs_a_grant_a_txn_and_one_revoke() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("three");
+    let r = run(
+        locker(&ep, &["--wire-log", "try", &name, "--", "true"]),
+        SHORT,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let calls: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "/etcdserverpb.Maintenance/Status",
+            "/etcdserverpb.Lease/LeaseGrant",
+            "/etcdserverpb.KV/Txn",
+            "/etcdserverpb.Lease/LeaseRevoke",
+        ],
+        "{r:?}"
+    );
+    assert_eq!(keys_under(&ep, &name).await, Vec::<String>::new());
+}

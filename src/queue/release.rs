@@ -7,7 +7,7 @@ use super::acquire::op;
 use super::rule::compare_create;
 use crate::client::{Client, Retry};
 use crate::error::Result;
-use crate::session::{SessionInner, StaleKey};
+use crate::session::{LostReason, SessionInner, StaleKey};
 use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
@@ -140,8 +140,11 @@ pub(crate) fn leave_in_background(
     key: String,
     rev: Option<Revision>,
 ) {
+    // A closed session's revoke took its keys with it: nothing to delete.
+    let closed = session.lost() == Some(LostReason::Closed);
     match lease_use {
         LeaseUse::Own => session.unreserve(name),
+        LeaseUse::Shared if closed => session.unreserve(name),
         LeaseUse::Shared => {
             let client = session.client.clone();
             session.clean_in_background(name, rev, async move {

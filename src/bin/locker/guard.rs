@@ -1,7 +1,7 @@
 //! What `lock`, `try` and `elect` hold: a lock or a leadership, seen the
 //! same way by the code that runs the command and releases.
 
-use locker::{Leadership, LeaseId, LockGuard, LostReason, Result, Revision};
+use locker::{Leadership, LeaseId, LockGuard, LostReason, Revision};
 
 /// A held lock, or leadership of an election.
 pub(crate) enum Guard {
@@ -39,11 +39,11 @@ impl Guard {
         }
     }
 
-    /// Releases the lock, or resigns.
-    pub(crate) async fn release(self) -> Result<()> {
+    /// Whether the lost signal has fired.
+    pub(crate) fn is_lost(&self) -> bool {
         match self {
-            Guard::Lock(g) => g.release().await,
-            Guard::Leader(l) => l.resign().await,
+            Guard::Lock(g) => g.is_lost(),
+            Guard::Leader(l) => l.is_lost(),
         }
     }
 }

@@ -45,43 +45,35 @@ pub(crate) async fn hold(
 /// Tries to remove what may be left of a lost lock, but does not wait long:
 /// etcd may be unreachable.
 async fn clean_up_after_loss(session: Session, guard: Guard) {
-    let _ = tokio::time::timeout(LOST_CLEANUP, async {
-        let _ = guard.release().await;
-        let _ = session.close().await;
-    })
-    .await;
+    close_session(session, LOST_CLEANUP).await;
+    drop(guard);
 }
 
-/// Releases the lock and revokes the session's lease after the work; returns
-/// `exit`, or 78 if the lock turns out to have been lost.
+/// Releases the lock (or resigns) and ends the session's lease in one
+/// `LeaseRevoke`, which deletes the key with the lease; returns `exit`, or
+/// 78 if the lock turns out to have been lost.
 async fn release(session: Session, guard: Guard, exit: u8) -> u8 {
     let key = guard.key().to_owned();
     let ttl = session.ttl();
-    match guard.release().await {
-        Ok(()) => {
-            if let Err(e) = session.close().await {
-                // The key is already deleted; the lease just expires by itself.
-                if !e.is_lost() {
-                    say(&format!("warning: the lock's lease was not revoked: {e}"));
-                }
-            }
+    let lost_before = guard.is_lost();
+    let closed = session.close().await;
+    // The revoke took the key: the guard has nothing left to delete.
+    drop(guard);
+    match closed {
+        Ok(()) if !lost_before => exit,
+        Err(e) if !lost_before && !e.is_lost() => {
+            say(&format!(
+                "warning: could not release lock key {key} ({e}); etcd frees it when its \
+                 lease expires (TTL {ttl:?})"
+            ));
             exit
         }
-        Err(e) if e.is_lost() => {
-            close_session(session, LOST_CLEANUP).await;
+        _ => {
             say(&format!(
                 "lock key {key} was lost before it was released; the work done under it \
                  was not protected to the end"
             ));
             code::LOST
-        }
-        Err(e) => {
-            say(&format!(
-                "warning: could not release lock key {key} ({e}); etcd frees it when its \
-                 lease expires (TTL {ttl:?})"
-            ));
-            close_session(session, LOST_CLEANUP).await;
-            exit
         }
     }
 }
