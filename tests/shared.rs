@@ -928,7 +928,6 @@ async fn a_semaphore_refuses_another_limit_until_the_name_is_idle() {
 /// as "found" would send the caller to retry with a number that is refused
 /// as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: LimitMismatch reports the stale limit key (found: Some(2)) instead of None when a plain lock holds the name"]
 async fn a_name_held_as_a_plain_lock_refuses_every_semaphore_with_no_limit_found() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints()).await;

@@ -133,8 +133,11 @@ fn semaphore_txn(name: &str, permits: u32, key: &str, value_len: usize, lease: &
     let only_permits = format!(
         "create(\"{name}/\"..\"{name}/permit/\") == 0, create(\"{name}/permit0\"..\"{name}0\") == 0"
     );
+    let others = format!(
+        "range \"{name}/\"..\"{name}/permit/\" limit=1 keys_only, range \"{name}/permit0\"..\"{name}0\" limit=1 keys_only"
+    );
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]] else [range {limit}]]"
+        "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]] else [range {limit}, {others}]]"
     )
 }
 
