@@ -1300,7 +1300,6 @@ async fn a_release_wakes_only_the_waiter_it_admits() {
 /// key of its own shape: otherwise the writer queues behind its own
 /// session's reader and never gets the lock while the session lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: remove_stale deletes only the new request's key shape; a stale {name}/read/{lease} blocks the session's writer"]
 async fn a_session_writer_after_a_failed_reader_release_is_not_blocked_by_it() {
     let etcd = start_etcd().await;
     let direct = connect(etcd.endpoints()).await;
