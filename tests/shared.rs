@@ -1351,3 +1351,302 @@ async fn a_session_writer_after_a_failed_reader_release_is_not_blocked_by_it() {
     within("close", WAIT, s.close()).await.expect("close");
     assert_nothing_queued(&direct, name).await;
 }
+
+/// One name per session at a time, whatever the primitive: a session that
+/// holds a read lock, or a permit, of a name is refused a second request of
+/// any kind for it (`AlreadyLocked`) and nothing is queued for the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_uses_a_name_once_whatever_the_primitive() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let s = session(&client).await;
+    let name = "session/once";
+    let r = within("read_lock", WAIT, s.read_lock(name))
+        .await
+        .expect("read_lock");
+    let again: Vec<locker::Result<LockGuard>> = vec![
+        within("read_lock", WAIT, s.read_lock(name)).await,
+        within("write_lock", WAIT, s.write_lock(name)).await,
+        within("lock", WAIT, s.lock(name)).await,
+    ];
+    for outcome in again {
+        assert!(
+            matches!(outcome, Err(Error::AlreadyLocked { .. })),
+            "{outcome:?}"
+        );
+    }
+    assert!(matches!(
+        within("try_write_lock", WAIT, s.try_write_lock(name)).await,
+        Err(Error::AlreadyLocked { .. })
+    ));
+    assert_eq!(queue_keys(&client, name).await, [r.key()]);
+    release(r).await;
+
+    let p = within("acquire", WAIT, s.semaphore(name, 2).acquire())
+        .await
+        .expect("a permit");
+    assert!(matches!(
+        within("acquire", WAIT, s.semaphore(name, 2).acquire()).await,
+        Err(Error::AlreadyLocked { .. })
+    ));
+    assert_eq!(queue_keys(&client, name).await, [p.key()]);
+    release(p).await;
+    within("close", WAIT, s.close()).await.expect("close");
+    assert_nothing_queued(&client, name).await;
+}
+
+// ---------------------------------------------------------------------------
+// Semaphore try, cancellation, timeouts
+// ---------------------------------------------------------------------------
+
+/// `try_acquire` takes a free permit (up to N, with its own lease or on a
+/// session), and when all N are held reports the oldest holder and leaves
+/// nothing queued; a semaphore of 1 behaves as a try-lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphore_try_takes_free_permits_and_leaves_nothing_when_full() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let other = connect(etcd.endpoints()).await;
+    let s = session(&other).await;
+    let name = "sem/try";
+    let p1 = expect_acquired(
+        within("try_acquire", WAIT, client.semaphore(name, 2).try_acquire())
+            .await
+            .expect("try_acquire"),
+        "a free semaphore",
+    );
+    let p2 = expect_acquired(
+        within("try_acquire", WAIT, s.semaphore(name, 2).try_acquire())
+            .await
+            .expect("try_acquire"),
+        "one permit left",
+    );
+    assert!(p1.fencing_token() < p2.fencing_token());
+    for t in [
+        other.semaphore(name, 2).try_acquire(),
+        client.semaphore(name, 2).try_acquire(),
+    ] {
+        let h = expect_held(
+            within("try", WAIT, t).await.expect("try"),
+            "a full semaphore",
+        );
+        assert_eq!(h.key, p1.key(), "the oldest holder is reported");
+    }
+    assert_eq!(
+        queue_keys(&client, name).await,
+        [p1.key(), p2.key()],
+        "a refused try left a key"
+    );
+    // A waiter queued: a try is refused too, and the waiter keeps its place.
+    let (waiter, waiter_key) =
+        queue_behind(&client, name, other.semaphore(name, 2).acquire()).await;
+    let h = expect_held(
+        within("try", WAIT, client.semaphore(name, 2).try_acquire())
+            .await
+            .expect("try"),
+        "a full semaphore with a waiter",
+    );
+    assert_eq!(h.key, p1.key());
+    assert_eq!(
+        queue_keys(&client, name).await,
+        [p1.key(), p2.key(), waiter_key.as_str()]
+    );
+    release(p1).await;
+    let (w, _) = waiter.guard("the waiter").await;
+    release(p2).await;
+    release(w).await;
+    assert_nothing_queued(&client, name).await;
+
+    // A semaphore of 1.
+    let one = "sem/try-one";
+    let g = expect_acquired(
+        within("try", WAIT, client.semaphore(one, 1).try_acquire())
+            .await
+            .expect("try"),
+        "a free semaphore of 1",
+    );
+    let h = expect_held(
+        within("try", WAIT, s.semaphore(one, 1).try_acquire())
+            .await
+            .expect("try"),
+        "a held semaphore of 1",
+    );
+    assert_eq!(h.key, g.key());
+    assert_eq!(queue_keys(&client, one).await, [g.key()]);
+    release(g).await;
+    within("close", WAIT, s.close()).await.expect("close");
+    assert_nothing_queued(&client, one).await;
+}
+
+/// A waiting reader or permit request that is dropped, or that times out,
+/// leaves nothing queued (own lease or session); the waiter queued behind
+/// it keeps its turn and gets in when the holder leaves; the session can
+/// ask for the name again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_or_timed_out_waiter_leaves_nothing_and_the_next_keeps_its_turn() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let other = connect(etcd.endpoints()).await;
+    let s = session(&other).await;
+
+    // Readers behind a writer.
+    let name = "cancel/rw";
+    let w = within("write_lock", WAIT, client.write_lock(name))
+        .await
+        .expect("write_lock");
+    let (dropped, dropped_key) = queue_behind(&client, name, other.read_lock(name)).await;
+    let (on_session, session_key) = queue_behind(&client, name, s.read_lock(name)).await;
+    let third = connect(etcd.endpoints()).await;
+    let (last, last_key) = queue_behind(&client, name, third.read_lock(name)).await;
+    dropped.task.abort();
+    on_session.task.abort();
+    wait_queue_is(&client, name, &[w.key().to_owned(), last_key.clone()]).await;
+    assert!(!last.is_finished());
+    let timed_out = within(
+        "read_lock with a timeout",
+        WAIT,
+        s.read_lock(name).timeout(Duration::from_millis(300)),
+    )
+    .await;
+    assert!(
+        matches!(timed_out, Err(Error::AcquireTimeout { .. })),
+        "{timed_out:?}"
+    );
+    assert_eq!(
+        queue_keys(&client, name).await,
+        [w.key(), last_key.as_str()],
+        "left behind: {dropped_key} or {session_key}"
+    );
+    release(w).await;
+    let (r, _) = last.guard("the reader behind the cancelled ones").await;
+    let again = within("read_lock on the session", WAIT, s.read_lock(name))
+        .await
+        .expect("the session asks again");
+    release(again).await;
+    release(r).await;
+    assert_nothing_queued(&client, name).await;
+
+    // Permits.
+    let name = "cancel/sem";
+    let h = within("acquire", WAIT, client.semaphore(name, 1).acquire())
+        .await
+        .expect("a permit");
+    let (dropped, _) = queue_behind(&client, name, s.semaphore(name, 1).acquire()).await;
+    let (last, last_key) = queue_behind(&client, name, third.semaphore(name, 1).acquire()).await;
+    dropped.task.abort();
+    wait_queue_is(&client, name, &[h.key().to_owned(), last_key.clone()]).await;
+    let timed_out = within(
+        "acquire with a timeout",
+        WAIT,
+        other
+            .semaphore(name, 1)
+            .acquire()
+            .timeout(Duration::from_millis(300)),
+    )
+    .await;
+    assert!(
+        matches!(timed_out, Err(Error::AcquireTimeout { .. })),
+        "{timed_out:?}"
+    );
+    assert_eq!(
+        queue_keys(&client, name).await,
+        [h.key(), last_key.as_str()]
+    );
+    release(h).await;
+    let (p, _) = last
+        .guard("the permit waiter behind the cancelled ones")
+        .await;
+    release(p).await;
+    within("close", WAIT, s.close()).await.expect("close");
+    assert_nothing_queued(&client, name).await;
+}
+
+// ---------------------------------------------------------------------------
+// Guards of readers and permits
+// ---------------------------------------------------------------------------
+
+/// A reader's and a permit holder's guards write only while they hold:
+/// a guarded put succeeds, then, once the lease is revoked behind their
+/// back, fails with `LockLost`; `lost()` fires and `release` reports the
+/// loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_and_permit_guards_write_only_while_they_hold() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let other = connect(etcd.endpoints()).await;
+    let r = within("read_lock", WAIT, other.read_lock("guard/rw"))
+        .await
+        .expect("read_lock");
+    let p = within("acquire", WAIT, other.semaphore("guard/sem", 3).acquire())
+        .await
+        .expect("a permit");
+    for g in [&r, &p] {
+        let at = within("put", WAIT, g.put("guard/data", g.key()))
+            .await
+            .expect("a guarded put while holding");
+        assert!(at > g.fencing_token());
+        assert!(
+            within("revoke", WAIT, client.lease_revoke(g.lease()))
+                .await
+                .expect("revoke")
+        );
+        let e = within("put", WAIT, g.put("guard/data", "late")).await;
+        assert!(matches!(e, Err(ref e) if e.is_lost()), "{e:?}");
+        within("lost", WAIT, g.lost()).await;
+    }
+    let data = within("get", WAIT, client.get("guard/data"))
+        .await
+        .expect("get")
+        .expect("data");
+    assert_eq!(data.value, p.key().as_bytes(), "no late write landed");
+    for g in [r, p] {
+        let e = within("release", WAIT, g.release()).await;
+        assert!(matches!(e, Err(ref e) if e.is_lost()), "{e:?}");
+    }
+}
+
+/// A semaphore waiter cut off from etcd until its lease expired is not
+/// granted a permit when the holder leaves (etcd #16221 with an expired
+/// lease rather than a revoked one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_waiter_whose_lease_expired_while_waiting_is_not_granted() {
+    let etcd = start_etcd().await;
+    let direct = connect(etcd.endpoints()).await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let cut_off = within(
+        "connect through the proxy",
+        WAIT,
+        Client::builder()
+            .endpoints([proxy.url()])
+            .connect_timeout(Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(1))
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    let name = "false-grant/expired-permit";
+    let h = within("acquire", WAIT, direct.semaphore(name, 1).acquire())
+        .await
+        .expect("a permit");
+    let (waiter, waiter_key) = queue_behind(
+        &direct,
+        name,
+        cut_off
+            .semaphore(name, 1)
+            .acquire()
+            .ttl(Duration::from_secs(2)),
+    )
+    .await;
+    proxy.set_mode(ProxyMode::Blackhole);
+    wait_until("the waiter's key expired", WAIT, || async {
+        direct.get(&waiter_key).await.expect("get").is_none()
+    })
+    .await;
+    release(h).await;
+    proxy.set_mode(ProxyMode::Pass);
+    match waiter.outcome("the waiter").await {
+        Ok(g) => panic!("a waiter whose lease expired got a permit: {g:?}"),
+        Err(e) => assert!(e.is_lost() || e.is_connectivity(), "{e:?}"),
+    }
+    assert_nothing_queued(&direct, name).await;
+}
