@@ -1650,3 +1650,77 @@ async fn a_permit_waiter_whose_lease_expired_while_waiting_is_not_granted() {
     }
     assert_nothing_queued(&direct, name).await;
 }
+
+/// A semaphore of 2, two holders and 6 waiters queued. A waiter in the
+/// middle of the queue gives up (its request is dropped): the two waiters
+/// that had its key among their witnesses wake up, read the queue and
+/// watch again; neither is admitted, and the 3 others see no traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_leaving_the_queue_wakes_at_most_n_others() {
+    const WAITERS: usize = 6;
+    const LEAVING: usize = 2;
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "sem/leaving";
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(
+            within("acquire", WAIT, client.semaphore(name, 2).acquire())
+                .await
+                .expect("a permit"),
+        );
+    }
+    let mut recs = Vec::new();
+    let mut clients = Vec::new();
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let rec = Recorder::default();
+        let own = connect_recorded(etcd.endpoints(), &rec).await;
+        let (p, _) = queue_behind(&client, name, own.semaphore(name, 2).acquire()).await;
+        wait_until("the waiter watches its two witnesses", WAIT, || async {
+            rec.count(|r| {
+                r.kind == WireKind::StreamRecv
+                    && r.path == paths::WATCH
+                    && r.response.contains("created")
+            }) >= 2
+        })
+        .await;
+        recs.push(rec);
+        clients.push(own);
+        waiters.push(p);
+    }
+    wait_quiet(&recs).await;
+    let t0 = Instant::now();
+    waiters[LEAVING].task.abort();
+    wait_queued(&client, name, 2 + WAITERS - 1).await;
+    for c in &clients {
+        within("status", WAIT, c.status()).await.expect("status");
+    }
+    wait_quiet(&recs).await;
+    let traffic: Vec<Traffic> = recs.iter().map(|r| Traffic::since(r, t0)).collect();
+    let woken: Vec<usize> = (0..WAITERS)
+        .filter(|&i| i != LEAVING && !traffic[i].is_none())
+        .collect();
+    assert_eq!(woken, [LEAVING + 1, LEAVING + 2], "{traffic:?}");
+    for (i, w) in waiters.iter().enumerate() {
+        assert!(i == LEAVING || !w.is_finished(), "waiter {i} was admitted");
+    }
+    eprintln!(
+        "a waiter leaving a semaphore of 2 with {WAITERS} waiters: woke {woken:?}; their traffic \
+         (watch messages, KV/Txn, KV/Range): {:?}",
+        woken
+            .iter()
+            .map(|&i| (traffic[i].watch, traffic[i].txn, traffic[i].range))
+            .collect::<Vec<_>>()
+    );
+    for g in holders {
+        release(g).await;
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        if i != LEAVING {
+            let (g, _) = w.guard("a waiter").await;
+            release(g).await;
+        }
+    }
+    assert_nothing_queued(&client, name).await;
+}
