@@ -672,6 +672,11 @@ async fn etcdctl_lock_waits_for_a_locker_reader() {
     let queued = queue_keys(&client, name).await;
     assert_eq!(queued[0], reader.key());
     assert!(!line.is_finished(), "etcdctl got the lock beside a reader");
+    // The waiting etcdctl is a writer to locker: a later reader waits too.
+    let rc = connect(etcd.endpoints()).await;
+    let (later, later_key) = queue_behind(&client, name, rc.read_lock(name)).await;
+    assert!(!later.is_finished(), "a reader overtook a waiting etcdctl");
+    assert!(!line.is_finished(), "etcdctl got the lock beside a reader");
 
     let released = release(reader).await;
     let (etcdctl_key, printed) = within("etcdctl's key", WAIT, line)
@@ -679,7 +684,11 @@ async fn etcdctl_lock_waits_for_a_locker_reader() {
         .expect("the line task");
     assert!(printed > released, "etcdctl printed before the reader left");
     assert_eq!(etcdctl_key, queued[1], "etcdctl printed its queued key");
+    assert!(!later.is_finished(), "a reader got in while etcdctl held");
     end_etcdctl(&client, child, &etcdctl_key).await;
+    let (r, _) = later.guard("the later reader").await;
+    assert_eq!(r.key(), later_key);
+    release(r).await;
     assert_nothing_queued(&client, name).await;
 }
 
@@ -1722,5 +1731,162 @@ async fn a_waiter_leaving_the_queue_wakes_at_most_n_others() {
             release(g).await;
         }
     }
+    assert_nothing_queued(&client, name).await;
+}
+
+// ---------------------------------------------------------------------------
+// Mixed contention
+// ---------------------------------------------------------------------------
+
+/// 6 contenders on their own connections (half on sessions) take a name
+/// 12 times each, as readers or writers by turns, some rounds by the try
+/// forms: a writer never holds beside anyone, a reader never beside a
+/// writer, and readers do hold together at some point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_overlap_a_writer_under_contention() {
+    const CONTENDERS: usize = 6;
+    const ROUNDS: usize = 12;
+    let etcd = start_etcd().await;
+    let name = "rw/mixed";
+    let readers = Arc::new(AtomicUsize::new(0));
+    let writers = Arc::new(AtomicUsize::new(0));
+    let most_readers = Arc::new(AtomicUsize::new(0));
+    let tried = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..CONTENDERS {
+        let client = connect(etcd.endpoints()).await;
+        let s = if c % 2 == 1 {
+            Some(session(&client).await)
+        } else {
+            None
+        };
+        let (readers, writers, most_readers, tried) = (
+            readers.clone(),
+            writers.clone(),
+            most_readers.clone(),
+            tried.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                // Two readers for each writer; every fourth round a try.
+                let write = (c + round) % 3 == 0;
+                let try_it = round % 4 == 3;
+                let g = match (&s, write, try_it) {
+                    (Some(s), true, true) => {
+                        within("try", WAIT, s.try_write_lock(name)).await.map(Some)
+                    }
+                    (Some(s), false, true) => {
+                        within("try", WAIT, s.try_read_lock(name)).await.map(Some)
+                    }
+                    (None, true, true) => within("try", WAIT, client.try_write_lock(name))
+                        .await
+                        .map(Some),
+                    (None, false, true) => within("try", WAIT, client.try_read_lock(name))
+                        .await
+                        .map(Some),
+                    (Some(s), true, false) => within("lock", WAIT, s.write_lock(name))
+                        .await
+                        .map(|g| Some(TryLock::Acquired(g))),
+                    (Some(s), false, false) => within("lock", WAIT, s.read_lock(name))
+                        .await
+                        .map(|g| Some(TryLock::Acquired(g))),
+                    (None, true, false) => within("lock", WAIT, client.write_lock(name))
+                        .await
+                        .map(|g| Some(TryLock::Acquired(g))),
+                    (None, false, false) => within("lock", WAIT, client.read_lock(name))
+                        .await
+                        .map(|g| Some(TryLock::Acquired(g))),
+                }
+                .unwrap_or_else(|e| panic!("contender {c} round {round}: {e}"));
+                let g = match g {
+                    Some(TryLock::Acquired(g)) => g,
+                    _ => continue,
+                };
+                if try_it {
+                    tried.fetch_add(1, Ordering::SeqCst);
+                }
+                if write {
+                    let w = writers.fetch_add(1, Ordering::SeqCst) + 1;
+                    let r = readers.load(Ordering::SeqCst);
+                    assert!(
+                        w == 1 && r == 0,
+                        "contender {c}: a writer beside {w} writers, {r} readers"
+                    );
+                } else {
+                    let r = readers.fetch_add(1, Ordering::SeqCst) + 1;
+                    most_readers.fetch_max(r, Ordering::SeqCst);
+                    let w = writers.load(Ordering::SeqCst);
+                    assert_eq!(w, 0, "contender {c}: a reader beside a writer");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if write {
+                    writers.fetch_sub(1, Ordering::SeqCst);
+                } else {
+                    readers.fetch_sub(1, Ordering::SeqCst);
+                }
+                within("release", WAIT, g.release())
+                    .await
+                    .unwrap_or_else(|e| panic!("contender {c} round {round} release: {e}"));
+            }
+            if let Some(s) = s {
+                within("close", WAIT, s.close()).await.expect("close");
+            }
+        }));
+    }
+    for (c, t) in tasks.into_iter().enumerate() {
+        within("a contender finishing", Duration::from_secs(30), t)
+            .await
+            .unwrap_or_else(|e| panic!("contender {c}: {e}"));
+    }
+    let most = most_readers.load(Ordering::SeqCst);
+    eprintln!(
+        "mixed contention: at most {most} readers at once; {} tries got in",
+        tried.load(Ordering::SeqCst)
+    );
+    assert!(most >= 2, "readers never held together");
+    let client = connect(etcd.endpoints()).await;
+    assert_nothing_queued(&client, name).await;
+}
+
+/// 6 clients race `try_acquire` on a semaphore of 2, 15 times each: a try
+/// that queues and leaves never lets a third in, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_semaphore_tries_never_admit_a_third() {
+    const CLIENTS: usize = 6;
+    const ROUNDS: usize = 15;
+    let etcd = start_etcd().await;
+    let name = "sem/try-race";
+    let inside = Arc::new(AtomicUsize::new(0));
+    let got = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let client = connect(etcd.endpoints()).await;
+        let (inside, got) = (inside.clone(), got.clone());
+        tasks.push(tokio::spawn(async move {
+            let sem = client.semaphore(name, 2);
+            for round in 0..ROUNDS {
+                let t = within("try_acquire", WAIT, sem.try_acquire())
+                    .await
+                    .unwrap_or_else(|e| panic!("client {c} round {round}: {e}"));
+                if let TryLock::Acquired(g) = t {
+                    let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(n <= 2, "client {c}: holder number {n}");
+                    got.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    within("release", WAIT, g.release()).await.expect("release");
+                }
+            }
+        }));
+    }
+    for (c, t) in tasks.into_iter().enumerate() {
+        within("a client finishing", Duration::from_secs(30), t)
+            .await
+            .unwrap_or_else(|e| panic!("client {c}: {e}"));
+    }
+    let got = got.load(Ordering::SeqCst);
+    eprintln!("racing tries: {got} of {} got a permit", CLIENTS * ROUNDS);
+    assert!(got > 0);
+    let client = connect(etcd.endpoints()).await;
     assert_nothing_queued(&client, name).await;
 }
