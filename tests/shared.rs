@@ -185,10 +185,6 @@ impl Recorder {
         }
     }
 
-    fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// How many records match `pred`.
     fn count(&self, pred: impl Fn(&WireRecord) -> bool) -> usize {
         let records = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -1196,11 +1192,15 @@ impl Traffic {
     }
 }
 
-/// Waits until no waiter's client records anything for 300 ms (a waiter
-/// may poll its witnesses for up to 126 ms after a watch it cannot prove
-/// synced), bounded by `WAIT`.
+/// Waits until no waiter's client records anything but lease keepalives
+/// for 300 ms (a waiter may poll its witnesses for up to 126 ms after a
+/// watch it cannot prove synced), bounded by `WAIT`.
 async fn wait_quiet(recs: &[Recorder]) {
-    let total = || recs.iter().map(Recorder::len).sum::<usize>();
+    let total = || {
+        recs.iter()
+            .map(|r| r.count(|w| w.path != paths::LEASE_KEEPALIVE))
+            .sum::<usize>()
+    };
     let mut seen = total();
     let mut since = Instant::now();
     let deadline = Instant::now() + WAIT;
