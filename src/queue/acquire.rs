@@ -134,17 +134,7 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         range_end: range_end.clone(),
         ..compare_create(key, Revision(0))
     });
-    // Refused: the limit, and whether a key of another kind is there (then
-    // the stored limit, if any, binds nobody now).
-    let read_others = others.iter().map(|(key, range_end)| {
-        Op::RequestRange(pb::RangeRequest {
-            key: key.clone(),
-            range_end: range_end.clone(),
-            limit: 1,
-            keys_only: true,
-            ..Default::default()
-        })
-    });
+    let read_others = read_one_of_each(&others);
     pb::TxnRequest {
         compare: a.rule.none_exist(a.prefix),
         success: vec![op(set_limit), op(put)],
@@ -157,6 +147,21 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
                 .collect(),
         }))],
     }
+}
+
+/// Reads of one key (keys only) in each range: for a refused semaphore,
+/// whether a key of another kind is there (then the stored limit, if any,
+/// binds nobody now).
+fn read_one_of_each(ranges: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = Op> + '_ {
+    ranges.iter().map(|(key, range_end)| {
+        Op::RequestRange(pb::RangeRequest {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            limit: 1,
+            keys_only: true,
+            ..Default::default()
+        })
+    })
 }
 
 /// Reads the acquire's answer (pure).
