@@ -100,6 +100,47 @@ fn try_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     )
 }
 
+/// A reader's blockers: the two ranges under `{name}/` outside `{name}/read/`.
+fn writer_ranges(name: &str) -> [String; 2] {
+    [
+        format!("\"{name}/\"..\"{name}/read/\""),
+        format!("\"{name}/read0\"..\"{name}0\""),
+    ]
+}
+
+fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
+    let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
+    let [a, b] = writer_ranges(name);
+    let holders = format!("range {a} sort=create:asc limit=1, range {b} sort=create:asc limit=1");
+    let newest = format!(
+        "range {a} sort=create:desc limit=2 keys_only, range {b} sort=create:desc limit=2 keys_only"
+    );
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [create({a}) == 0, create({b}) == 0] then [{put}] else [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]]"
+    )
+}
+
+fn semaphore_txn(name: &str, permits: u32, key: &str, value_len: usize, lease: &str) -> String {
+    let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
+    let all = format!("\"{name}/\"..\"{name}0\"");
+    let holders = format!("range {all} sort=create:asc limit={permits}");
+    let newest = format!(
+        "range {all} sort=create:desc limit={} keys_only",
+        permits + 1
+    );
+    let limit = format!("\"{name}.permits\"");
+    let set_limit = format!("put {limit} value_len={}", permits.to_string().len());
+    let only_permits = format!(
+        "create(\"{name}/\"..\"{name}/permit/\") == 0, create(\"{name}/permit0\"..\"{name}0\") == 0"
+    );
+    let others = format!(
+        "range \"{name}/\"..\"{name}/permit/\" limit=1 keys_only, range \"{name}/permit0\"..\"{name}0\" limit=1 keys_only"
+    );
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]] else [range {limit}, {others}]]"
+    )
+}
+
 const GRANT_60: &str = "call /etcdserverpb.Lease/LeaseGrant grant ttl=60s";
 
 /// Measured per operation: the sent transcript and the commits.
@@ -441,6 +482,89 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     other_rec.take();
     rec.take();
 
+    // read_lock, free (own lease)
+    let c0 = commits(&etcd).await;
+    let r = client.read_lock("t/r").ttl(TTL).value("v5").await.unwrap();
+    let rl = r.lease().to_string();
+    assert_eq!(r.key(), format!("t/r/read/{rl}"));
+    let got = rec.sent();
+    assert_eq!(got, [GRANT_60.to_owned(), read_txn("t/r", r.key(), 2, &rl)]);
+    measure("read_lock (free)", &got, commits(&etcd).await - c0);
+    r.release().await.unwrap();
+    rec.take();
+
+    // write_lock, free (own lease): the mutex's transcript
+    let c0 = commits(&etcd).await;
+    let w = client.write_lock("t/w").ttl(TTL).value("v6").await.unwrap();
+    let wl = w.lease().to_string();
+    assert_eq!(w.key(), format!("t/w/{wl}"));
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [GRANT_60.to_owned(), acquire_txn("t/w", w.key(), 2, &wl)]
+    );
+    measure("write_lock (free)", &got, commits(&etcd).await - c0);
+    w.release().await.unwrap();
+    rec.take();
+
+    // semaphore acquire, free (own lease): sets the limit key too
+    let c0 = commits(&etcd).await;
+    let p1 = client
+        .semaphore("t/s", 2)
+        .acquire()
+        .ttl(TTL)
+        .value("v7")
+        .await
+        .unwrap();
+    let pl = p1.lease().to_string();
+    assert_eq!(p1.key(), format!("t/s/permit/{pl}"));
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            semaphore_txn("t/s", 2, p1.key(), 2, &pl)
+        ]
+    );
+    measure("semaphore acquire (free)", &got, commits(&etcd).await - c0);
+
+    // semaphore try, busy: both permits held; the try queues and leaves
+    let p2 = other
+        .semaphore("t/s", 2)
+        .acquire()
+        .ttl(TTL)
+        .value("v8")
+        .await
+        .unwrap();
+    other_rec.take();
+    let c0 = commits(&etcd).await;
+    let busy = client
+        .semaphore("t/s", 2)
+        .try_acquire()
+        .ttl(TTL)
+        .value("v9")
+        .await
+        .unwrap();
+    let TryLock::Held(h) = busy else {
+        panic!("a third permit granted")
+    };
+    assert_eq!(h.key, p1.key());
+    let got = rec.sent();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let tl = got[2].rsplit('=').next().unwrap().to_owned();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            semaphore_txn("t/s", 2, &format!("t/s/permit/{tl}"), 2, &tl),
+            format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={tl}"),
+        ]
+    );
+    measure("semaphore try (busy)", &got, commits(&etcd).await - c0);
+    p1.release().await.unwrap();
+    p2.release().await.unwrap();
+    rec.take();
+    other_rec.take();
     check_readme_table(&table);
 }
 

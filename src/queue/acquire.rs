@@ -129,21 +129,39 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         ..Default::default()
     });
     // Nobody uses the name as a plain lock (or anything but a semaphore).
-    let only_permits = outside(a.prefix, PERMITS)
-        .into_iter()
-        .map(|(key, range_end)| pb::Compare {
-            range_end,
-            ..compare_create(&key, Revision(0))
-        });
+    let others = outside(a.prefix, PERMITS);
+    let only_permits = others.iter().map(|(key, range_end)| pb::Compare {
+        range_end: range_end.clone(),
+        ..compare_create(key, Revision(0))
+    });
+    let read_others = read_one_of_each(&others);
     pb::TxnRequest {
         compare: a.rule.none_exist(a.prefix),
         success: vec![op(set_limit), op(put)],
         failure: vec![op(Op::RequestTxn(pb::TxnRequest {
             compare: std::iter::once(same_limit).chain(only_permits).collect(),
             success: failure.into_iter().map(op).collect(),
-            failure: vec![op(read_limit)],
+            failure: std::iter::once(read_limit)
+                .chain(read_others)
+                .map(op)
+                .collect(),
         }))],
     }
+}
+
+/// Reads of one key (keys only) in each range: for a refused semaphore,
+/// whether a key of another kind is there (then the stored limit, if any,
+/// binds nobody now).
+fn read_one_of_each(ranges: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = Op> + '_ {
+    ranges.iter().map(|(key, range_end)| {
+        Op::RequestRange(pb::RangeRequest {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            limit: 1,
+            keys_only: true,
+            ..Default::default()
+        })
+    })
 }
 
 /// Reads the acquire's answer (pure).
@@ -220,10 +238,13 @@ fn nested(resp: &pb::TxnResponse) -> Result<&pb::TxnResponse> {
 }
 
 /// The error for a semaphore acquire whose limit is not the name's, or on
-/// a name used otherwise: `agreed` holds the read of the limit key.
+/// a name used otherwise: `agreed` holds the read of the limit key, then
+/// the reads of the keys of other kinds. A name used otherwise has no
+/// agreed limit, whatever a former use as a semaphore left in the key.
 fn limit_mismatch(a: &Acquire<'_>, agreed: &pb::TxnResponse) -> Error {
-    let found = ranges(agreed, 1)
+    let found = ranges(agreed, 3)
         .ok()
+        .filter(|r| r[1..].iter().all(|other| other.kvs.is_empty()))
         .and_then(|r| {
             let kv = r[0].kvs.first()?;
             std::str::from_utf8(&kv.value).ok()?.parse().ok()
@@ -371,6 +392,51 @@ mod tests {
         let q = read_answer(&a, Mode::OnlyIfFree, &busy).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(0));
+    }
+
+    #[test]
+    fn a_limit_left_beside_keys_of_another_kind_is_not_reported_as_agreed() {
+        let a = Acquire {
+            rule: Rule::semaphore(1),
+            prefix: "s/",
+            key: "s/permit/1f",
+            value: b"v",
+            lease: LeaseId(0x1f),
+        };
+        let refused = |others: &[(&str, i64)]| pb::TxnResponse {
+            header: header(9),
+            succeeded: false,
+            responses: vec![pb::ResponseOp {
+                response: Some(OpResp::ResponseTxn(pb::TxnResponse {
+                    header: header(9),
+                    succeeded: false,
+                    responses: vec![
+                        pb::ResponseOp {
+                            response: Some(OpResp::ResponseRange(pb::RangeResponse {
+                                kvs: vec![mvccpb::KeyValue {
+                                    key: b"s.permits".to_vec(),
+                                    value: b"2".to_vec(),
+                                    create_revision: 3,
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            })),
+                        },
+                        range(others),
+                        range(&[]),
+                    ],
+                })),
+            }],
+        };
+        let found = |r: Result<Queued>| match r {
+            Err(Error::LimitMismatch {
+                asked: 1, found, ..
+            }) => found,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(found(read_answer(&a, Mode::Queue, &refused(&[]))), Some(2));
+        let plain = refused(&[("s/2a", 5)]);
+        assert_eq!(found(read_answer(&a, Mode::Queue, &plain)), None);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Entry {
             key: key.clone(),
             armed: true,
         };
-        remove_stale(&session, &self.name, &key, stale).await?;
+        remove_stale(&session, &self.name, stale).await?;
         let value = self.value.clone().unwrap_or_else(key::default_value);
         Ok(Ready {
             session,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::acquire::op;
-use super::rule::compare_create;
+use super::rule::{Rule, compare_create};
 use crate::client::{Client, Retry};
 use crate::error::Result;
 use crate::session::{LostReason, SessionInner, StaleKey};
@@ -60,25 +60,32 @@ pub(crate) async fn delete_queued(client: &Client, key: &str) -> Result<()> {
 /// Deletes what an earlier request for the same name on this session may
 /// have left behind; on failure the name stays marked.
 ///
+/// The earlier request may have been of another primitive than this one (a
+/// reader before a writer, a permit before a lock): its key had another
+/// shape, so each shape's key of this lease under the name is deleted, each
+/// only if its create revision is the stale one (when known).
+///
 /// # Errors
 /// Network errors.
 pub(crate) async fn remove_stale(
     session: &SessionInner,
     name: &str,
-    key: &str,
     stale: Option<StaleKey>,
 ) -> Result<()> {
     let Some(StaleKey(rev)) = stale else {
         return Ok(());
     };
-    let r = match rev {
-        Some(rev) => delete_if_mine(&session.client, key, rev).await.map(|_| ()),
-        None => delete_queued(&session.client, key).await,
-    };
-    if r.is_err() {
-        let _ = session.mark_stale(name, rev);
+    for key in Rule::every_shape(name, session.lease) {
+        let r = match rev {
+            Some(rev) => delete_if_mine(&session.client, &key, rev).await.map(|_| ()),
+            None => delete_queued(&session.client, &key).await,
+        };
+        if r.is_err() {
+            let _ = session.mark_stale(name, rev);
+            return r;
+        }
     }
-    r
+    Ok(())
 }
 
 /// Leaves nothing queued, now, for a request that ends without holding:

@@ -124,6 +124,16 @@ impl Rule {
         }
     }
 
+    /// Every key a session on `lease` can have under `name`, whatever the
+    /// primitive: a plain key, a reader's, a permit's.
+    pub(crate) fn every_shape(name: &str, lease: LeaseId) -> [String; 3] {
+        [
+            key::key(name, lease),
+            format!("{name}/{READERS}{lease}"),
+            format!("{name}/{PERMITS}{lease}"),
+        ]
+    }
+
     /// The key ranges that hold blockers, as `(key, range_end)`.
     pub(crate) fn ranges(&self, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let p = prefix.as_bytes();

@@ -1,10 +1,11 @@
 //! The names a session has queued for: each name at most once per session,
 //! and reserved until its key is known to be gone.
 //!
-//! A name's key is the same for every request on one session, so two
-//! requests for one name must never overlap: the second would take over the
-//! first one's key (and its stale fencing token), and the first one's
-//! cleanup could delete the second one's key.
+//! A name's keys are the same for every request on one session (one per
+//! shape: `{name}/{lease}`, `{name}/read/{lease}`, `{name}/permit/{lease}`),
+//! so two requests for one name must never overlap: the second would take
+//! over the first one's key (and its stale fencing token), and the first
+//! one's cleanup could delete the second one's key.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
