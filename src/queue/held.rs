@@ -113,10 +113,10 @@ impl Held {
                 // key, even if this future is dropped before the answer.
                 let mark = self.session.mark_stale(&self.name, Some(self.rev));
                 let r = delete_if_mine(&self.session.client, &self.key, self.rev).await;
-                if r.is_ok() {
-                    self.session.clear(&self.name, mark);
-                }
-                r
+                // A new request for the name on this session took the note
+                // over and removes this key as stale: if it got there
+                // first, the key is gone by our own hand, not lost.
+                r.map(|deleted| !self.session.clear(&self.name, mark) || deleted)
             }
         };
         let done = match (done, lost) {

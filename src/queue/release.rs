@@ -101,7 +101,7 @@ pub(crate) async fn leave(session: &SessionInner, lease_use: LeaseUse, name: &st
         LeaseUse::Shared => {
             let mark = session.mark_stale(name, None);
             if delete_queued(&session.client, key).await.is_ok() {
-                session.clear(name, mark);
+                let _ = session.clear(name, mark);
             }
         }
     }

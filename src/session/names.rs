@@ -111,11 +111,14 @@ impl SessionInner {
 
     /// Frees the name once its key is known gone, if the note `mark` is
     /// still there; a request that reserved the name meanwhile keeps it.
-    pub(crate) fn clear(&self, name: &str, mark: Mark) {
+    /// Returns whether the note was still there.
+    pub(crate) fn clear(&self, name: &str, mark: Mark) -> bool {
         let mut slots = self.slots();
-        if matches!(slots.get(name), Some(Slot::Stale(_, m)) if *m == mark) {
+        let ours = matches!(slots.get(name), Some(Slot::Stale(_, m)) if *m == mark);
+        if ours {
             slots.remove(name);
         }
+        ours
     }
 
     /// Runs `cleanup` (which deletes the name's key and says whether it
