@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode, closed_port};
+use locker::testing::{Etcd, Proxy, ProxyMode, closed_port, wait_until};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
@@ -948,4 +948,150 @@ async fn an_uncontended_try_costs_a_grant_a_txn_and_one_revoke() {
         "{r:?}"
     );
     assert_eq!(keys_under(&ep, &name).await, Vec::<String>::new());
+}
+
+/// The `start`/`end` lines commands appended to `file`, as (tag, kind, ns).
+fn timeline(file: &std::path::Path) -> Vec<(String, String, u128)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "bad line {l:?}");
+            (f[1].to_owned(), f[0].to_owned(), f[2].parse().expect("ns"))
+        })
+        .collect()
+}
+
+/// A command that appends `start TAG NS`, sleeps `secs`, appends `end TAG NS`.
+fn stamped(file: &std::path::Path, tag: &str, secs: &str) -> Vec<String> {
+    let f = file.display();
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo start {tag} $(date +%s%N) >> {f}; sleep {secs}; echo end {tag} $(date +%s%N) >> {f}"
+        ),
+    ]
+}
+
+/// (start, end) of `tag` in the timeline.
+fn span(t: &[(String, String, u128)], tag: &str) -> (u128, u128) {
+    let at = |kind: &str| {
+        t.iter()
+            .find(|(g, k, _)| g == tag && k == kind)
+            .map(|(_, _, ns)| *ns)
+            .unwrap_or_else(|| panic!("no {kind} of {tag} in {t:?}"))
+    };
+    (at("start"), at("end"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_commands_run_together_and_a_writer_runs_alone() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("shared");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("timeline");
+    let mut procs = Vec::new();
+    for r in ["r1", "r2", "r3"] {
+        let cmd = stamped(&file, r, "1");
+        let mut args = vec!["--quiet", "lock", "--shared", &name, "--"];
+        args.extend(cmd.iter().map(String::as_str));
+        procs.push(Proc::spawn(locker(&ep, &args)));
+    }
+    // The writer queues behind the three readers' keys.
+    wait_until("three readers queued", SHORT, || async {
+        keys_under(&ep, &name).await.len() == 3
+    })
+    .await;
+    let cmd = stamped(&file, "w", "0.5");
+    let mut args = vec!["--quiet", "lock", &name, "--"];
+    args.extend(cmd.iter().map(String::as_str));
+    procs.push(Proc::spawn(locker(&ep, &args)));
+    wait_until("the writer queued", SHORT, || async {
+        keys_under(&ep, &name).await.len() == 4
+    })
+    .await;
+    // A reader after the waiting writer waits for it.
+    let cmd = stamped(&file, "r4", "0");
+    let mut args = vec!["--quiet", "lock", "--shared", &name, "--"];
+    args.extend(cmd.iter().map(String::as_str));
+    procs.push(Proc::spawn(locker(&ep, &args)));
+    for p in &mut procs {
+        assert_eq!(p.exit(SHORT).await, 0);
+    }
+    let t = timeline(&file);
+    let readers: Vec<(u128, u128)> = ["r1", "r2", "r3"].iter().map(|r| span(&t, r)).collect();
+    let last_start = readers.iter().map(|s| s.0).max().unwrap();
+    let first_end = readers.iter().map(|s| s.1).min().unwrap();
+    assert!(last_start < first_end, "the readers did not overlap: {t:?}");
+    let (w_start, w_end) = span(&t, "w");
+    let last_end = readers.iter().map(|s| s.1).max().unwrap();
+    assert!(w_start >= last_end, "the writer ran beside a reader: {t:?}");
+    assert!(
+        span(&t, "r4").0 >= w_end,
+        "a later reader overtook the writer: {t:?}"
+    );
+    assert_eq!(keys_under(&ep, &name).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_two_runs_at_most_two_commands_at_once_in_arrival_order() {
+    let etcd = etcd().await;
+    let ep = etcd.endpoint(0);
+    let name = unique("limit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("timeline");
+    let tags: Vec<String> = (1..=6).map(|i| format!("c{i}")).collect();
+    let mut procs = Vec::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let cmd = stamped(&file, tag, "0.3");
+        let mut args = vec!["--quiet", "lock", "--limit", "2", &name, "--"];
+        args.extend(cmd.iter().map(String::as_str));
+        procs.push(Proc::spawn(locker(&ep, &args)));
+        // One at a time into the queue, so that arrival order is known.
+        wait_until("the contender queued", SHORT, || async {
+            let t = timeline(&file);
+            let done = t.iter().filter(|(_, k, _)| k == "end").count();
+            keys_under(&ep, &name).await.len() + done > i
+        })
+        .await;
+    }
+    // Another limit is a usage error naming both numbers.
+    let r = run(
+        locker(&ep, &["lock", "--limit", "3", &name, "--", "true"]),
+        SHORT,
+    )
+    .await;
+    let refused = r.code == 2 && r.stderr.contains('2') && r.stderr.contains('3');
+    let idle = r.code == 0; // every contender may already be done
+    assert!(refused || idle, "{r:?}");
+    for p in &mut procs {
+        assert_eq!(p.exit(SHORT).await, 0);
+    }
+    let t = timeline(&file);
+    let mut events: Vec<(u128, i32)> = t
+        .iter()
+        .map(|(_, k, ns)| (*ns, if k == "start" { 1 } else { -1 }))
+        .collect();
+    events.sort();
+    let mut running = 0;
+    let mut most = 0;
+    for (_, d) in events {
+        running += d;
+        most = most.max(running);
+    }
+    assert!(most <= 2, "{most} commands ran at once: {t:?}");
+    assert_eq!(most, 2, "never two at once: {t:?}");
+    let starts: Vec<&str> = {
+        let mut s: Vec<&(String, String, u128)> =
+            t.iter().filter(|(_, k, _)| k == "start").collect();
+        s.sort_by_key(|(_, _, ns)| *ns);
+        s.iter().map(|(g, _, _)| g.as_str()).collect()
+    };
+    assert_eq!(
+        starts,
+        tags.iter().map(String::as_str).collect::<Vec<_>>(),
+        "not FIFO"
+    );
 }
