@@ -63,22 +63,14 @@ fn locker(endpoints: &str, args: &[&str]) -> Command {
     c
 }
 
-fn etcdctl(endpoint: &str, args: &[&str]) -> Command {
-    let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/bin/etcdctl").exists() {
-            "/usr/bin/etcdctl".to_owned()
-        } else {
-            "etcdctl".to_owned()
-        }
-    });
-    let mut c = Command::new(bin);
+/// etcdctl (of the etcd under test) talking to member 0, with a clean
+/// environment.
+fn etcdctl(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut c = Command::from(etcd.etcdctl(0).expect("etcdctl"));
     for v in ENV_TO_CLEAR {
         c.env_remove(v);
     }
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args);
-    c.stdin(Stdio::null()).kill_on_drop(true);
+    c.args(args).kill_on_drop(true);
     c
 }
 
@@ -703,7 +695,7 @@ async fn try_exits_75_while_etcdctl_holds_the_lock() {
     let etcd = etcd().await;
     let ep = etcd.endpoint(0);
     let name = unique("etcdctl-holds");
-    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name]));
+    let mut ctl = Proc::spawn(etcdctl(&etcd, &["lock", &name]));
     let key = ctl
         .line("etcdctl's key", SHORT, |l| {
             l.starts_with(&format!("{name}/"))
@@ -730,7 +722,7 @@ async fn etcdctl_lock_waits_while_locker_holds_the_lock() {
     let name = unique("locker-holds");
     let (mut held, key, _) = hold(&ep, &name, &[]).await;
 
-    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name, "--", "echo", "x"]));
+    let mut ctl = Proc::spawn(etcdctl(&etcd, &["lock", &name, "--", "echo", "x"]));
     // etcdctl has queued behind locker's key...
     let deadline = Instant::now() + SHORT;
     loop {
