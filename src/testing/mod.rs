@@ -18,7 +18,9 @@
 //!   blackhole, refuse, drop responses, or delay.
 //!
 //! The etcd binary is taken from the `ETCD_BIN` environment variable if set,
-//! else `etcd` on `PATH` (Debian: `apt-get install etcd-server`). A missing
+//! else `etcd` on `PATH` (Debian: `apt-get install etcd-server`); `etcdctl`
+//! ([`Etcd::etcdctl`]) from `ETCDCTL_BIN` if set, else from the directory of
+//! that etcd binary, else from `PATH` (Debian: `etcd-client`). A missing
 //! binary is an error, never a silent skip. All traffic stays on `127.0.0.1`,
 //! and every wait in this module has a deadline.
 //!

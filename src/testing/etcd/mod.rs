@@ -109,7 +109,7 @@ impl Etcd {
     }
 
     /// Client address (`127.0.0.1:PORT`) of member `i`, e.g. as a
-    /// [`Proxy`] target.
+    /// [`Proxy`](crate::testing::Proxy) target.
     ///
     /// # Panics
     ///
