@@ -61,10 +61,10 @@
 //! than the TTL; the whole cluster stopped and restarted; an acquire whose
 //! answer is dropped; a slow network. Every wait has a deadline.
 //!
-//! One more, ignored until the library is fixed, reproduces a bug:
+//! One more guards a bug fixed in the library:
 //! `late_cleanup_of_a_failed_lock_spares_the_next_one` (a delayed clean-up
-//! delete of a failed session lock removes the key of the session's next
-//! lock on that name).
+//! delete of a failed session lock must not remove the key of the session's
+//! next lock on that name).
 //!
 //! Run with `cargo test --features testing --test chaos` (add `-- --nocapture`
 //! to see the figures).
@@ -665,12 +665,28 @@ async fn nemesis(
             "stop" => {
                 let victim = etcd.leader().await.expect("find the leader");
                 shared.pauses.lock().unwrap().push((shared.now(), None));
+                let before = lease_expiries(&etcd).await;
                 etcd.pause(victim);
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 etcd.resume(victim);
                 if let Some(p) = shared.pauses.lock().unwrap().last_mut() {
                     p.1 = Some(shared.now());
                 }
+                // Which member revoked leases as expired, around the freeze
+                // (the anomalies come within seconds of SIGCONT).
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let after = lease_expiries(&etcd).await;
+                let revoked: Vec<String> = (0..etcd.len())
+                    .map(|m| match (before[m], after[m]) {
+                        (Some(b), Some(a)) => format!("m{m}:+{}", a - b),
+                        _ => format!("m{m}:?"),
+                    })
+                    .collect();
+                eprintln!(
+                    "nemesis at {:?}: froze leader m{victim} for 3 s; leases revoked as expired by member, from before the freeze to 2 s after it: {}",
+                    shared.now(),
+                    revoked.join(" ")
+                );
             }
             "partition" => {
                 let c = aim(&shared, proxies.len(), &mut rng).await;
@@ -703,6 +719,22 @@ async fn nemesis(
         healed_at = Instant::now();
     }
     (etcd, counts, healed_at)
+}
+
+/// Per member, how many leases it revoked as expired so far (etcd's
+/// `etcd_debugging_server_lease_expired_total`, counted by the member whose
+/// lessor proposed the revoke), or `None` if it did not answer.
+async fn lease_expiries(etcd: &Etcd) -> Vec<Option<f64>> {
+    let mut out = Vec::new();
+    for m in 0..etcd.len() {
+        let n = timeout(
+            Duration::from_secs(1),
+            etcd.metric(m, "etcd_debugging_server_lease_expired_total"),
+        )
+        .await;
+        out.push(n.ok().and_then(Result::ok));
+    }
+    out
 }
 
 /// Runs the checker (see the module documentation) and returns its figures;
