@@ -299,6 +299,9 @@ struct Shared {
     /// after a frozen leader was continued: etcd 3.4.23's own bug (see
     /// [`Shared::gone_while_alive`]), not a violation by locker.
     etcd_anomalies: Mutex<Vec<String>>,
+    /// The member behind each URL a client uses (a member's own, or a
+    /// proxy's), to say which member answered a wire call.
+    members_by_url: BTreeMap<String, usize>,
 }
 
 /// The last [`WIRE_LOG_LEN`] wire records of one client, with the time since
@@ -347,6 +350,7 @@ impl Shared {
                     "client {c} at {now:?}: etcd revoked lease {lease} that was kept alive, after a frozen leader was continued ({what})"
                 );
                 eprintln!("etcd anomaly: {note}");
+                self.print_keepalives(c);
                 self.etcd_anomalies.lock().unwrap().push(note);
             }
             Ok(Ok(None)) => self.violation_by(
@@ -365,6 +369,25 @@ impl Shared {
                 c,
                 format!("a key or lease is gone while known alive ({what}); reading the lease hung"),
             ),
+        }
+    }
+
+    /// The last keepalives of client `c`, with the member that answered.
+    fn print_keepalives(&self, c: usize) {
+        let wire = self.wire[c].0.lock().unwrap();
+        let keepalives: Vec<_> = wire
+            .iter()
+            .filter(|(_, r)| r.path == locker::paths::LEASE_KEEPALIVE)
+            .collect();
+        for (at, r) in &keepalives[keepalives.len().saturating_sub(4)..] {
+            let member = self
+                .members_by_url
+                .get(&r.endpoint)
+                .map_or("?".into(), |m| format!("m{m}"));
+            eprintln!(
+                "  client {c} keepalive at {at:?} to {member}: {} -> {} [{}]",
+                r.request, r.response, r.status
+            );
         }
     }
 
@@ -786,6 +809,15 @@ async fn run_checker(cfg: Config) -> Report {
                 .expect("connect"),
         );
     }
+    let mut members_by_url: BTreeMap<String, usize> = etcd
+        .endpoints()
+        .into_iter()
+        .enumerate()
+        .map(|(m, url)| (url, m))
+        .collect();
+    for mine in &proxies {
+        members_by_url.extend(mine.iter().enumerate().map(|(m, p)| (p.url(), m)));
+    }
     let proxies = Arc::new(proxies);
     let shared = Arc::new(Shared {
         t0,
@@ -800,6 +832,7 @@ async fn run_checker(cfg: Config) -> Report {
         suspects: Mutex::new(Default::default()),
         pauses: Mutex::new(Vec::new()),
         etcd_anomalies: Mutex::new(Vec::new()),
+        members_by_url,
     });
     let workers: Vec<_> = clients
         .into_iter()
