@@ -52,34 +52,63 @@ async fn etcd() -> Etcd {
     }
 }
 
-/// `locker --endpoints <endpoints> <args>`, with a clean environment.
+/// Makes the child start with the default action for SIGINT, SIGTERM and
+/// SIGHUP. A process inherits ignored signals, and a test run started in the
+/// background of a script (`cargo test &`, as CI runners may) has SIGINT
+/// ignored; locker then keeps ignoring it, as it should, and the tests that
+/// stop it with SIGINT would wait in vain.
+fn default_signals(c: &mut Command) {
+    // SAFETY: between fork and exec only `signal`, which is
+    // async-signal-safe, is called.
+    unsafe {
+        c.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `locker --endpoints <endpoints> <args>`, with a clean environment and
+/// default signal actions.
 fn locker(endpoints: &str, args: &[&str]) -> Command {
     let mut c = Command::new(LOCKER);
     for v in ENV_TO_CLEAR {
         c.env_remove(v);
     }
+    default_signals(&mut c);
     c.arg("--endpoints").arg(endpoints).args(args);
     c.stdin(Stdio::null()).kill_on_drop(true);
     c
 }
 
-fn etcdctl(endpoint: &str, args: &[&str]) -> Command {
-    let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/bin/etcdctl").exists() {
-            "/usr/bin/etcdctl".to_owned()
-        } else {
-            "etcdctl".to_owned()
-        }
-    });
-    let mut c = Command::new(bin);
+/// etcdctl (of the etcd under test) talking to member 0, with a clean
+/// environment.
+fn etcdctl(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut c = Command::from(etcd.etcdctl(0).expect("etcdctl"));
     for v in ENV_TO_CLEAR {
         c.env_remove(v);
     }
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args);
-    c.stdin(Stdio::null()).kill_on_drop(true);
+    default_signals(&mut c);
+    c.args(args).kill_on_drop(true);
     c
+}
+
+/// What the kernel says of process `pid`: its state (`R`, `S`, `Z` for
+/// exited but not yet reaped...) and the kernel function it waits in, for a
+/// failure message.
+fn proc_state(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|p| stat[p + 1..].split_whitespace().next())
+        .unwrap_or("gone");
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    format!("state {state}, wchan {wchan:?}, {threads} threads")
 }
 
 fn exit_code(status: ExitStatus) -> i32 {
@@ -204,7 +233,8 @@ impl Proc {
                 code
             }
             Err(_) => panic!(
-                "process did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
+                "process did not exit within {limit:?} ({}); stdout: {:?}; stderr: {:?}",
+                proc_state(self.pid),
                 self.stdout(),
                 self.stderr()
             ),
@@ -712,7 +742,7 @@ async fn try_exits_75_while_etcdctl_holds_the_lock() {
     let etcd = etcd().await;
     let ep = etcd.endpoint(0);
     let name = unique("etcdctl-holds");
-    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name]));
+    let mut ctl = Proc::spawn(etcdctl(&etcd, &["lock", &name]));
     let key = ctl
         .line("etcdctl's key", SHORT, |l| {
             l.starts_with(&format!("{name}/"))
@@ -739,7 +769,7 @@ async fn etcdctl_lock_waits_while_locker_holds_the_lock() {
     let name = unique("locker-holds");
     let (mut held, key, _) = hold(&ep, &name, &[]).await;
 
-    let mut ctl = Proc::spawn(etcdctl(&ep, &["lock", &name, "--", "echo", "x"]));
+    let mut ctl = Proc::spawn(etcdctl(&etcd, &["lock", &name, "--", "echo", "x"]));
     // etcdctl has queued behind locker's key...
     let deadline = Instant::now() + SHORT;
     loop {

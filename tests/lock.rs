@@ -214,12 +214,10 @@ async fn lock_and_release(client: &Client, name: &str, expected: &mut Vec<Seen>)
     within("release", WAIT, g.release()).await.expect("release");
 }
 
-fn etcdctl(endpoint: &str) -> Command {
-    let mut cmd = Command::new("/usr/bin/etcdctl");
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+/// etcdctl (of the etcd under test) talking to member 0, its output piped.
+fn etcdctl(etcd: &Etcd) -> Command {
+    let mut cmd = Command::from(etcd.etcdctl(0).expect("etcdctl"));
+    cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     cmd
@@ -1459,7 +1457,7 @@ async fn watch_lock_resyncs_when_its_resume_revision_was_compacted() {
         .await
         .expect("status")
         .revision;
-    let out = etcdctl(&etcd.endpoint(0))
+    let out = etcdctl(&etcd)
         .args(["compact", &rev.0.to_string()])
         .output()
         .await
@@ -1611,7 +1609,7 @@ async fn try_lock_sees_a_lock_held_by_etcdctl() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints()).await;
     let name = "interop/etcdctl-holds";
-    let mut child = etcdctl(&etcd.endpoint(0))
+    let mut child = etcdctl(&etcd)
         .args(["lock", name])
         .spawn()
         .expect("run etcdctl");
@@ -1654,7 +1652,7 @@ async fn etcdctl_lock_waits_while_locker_holds() {
     let client = connect(etcd.endpoints()).await;
     let name = "interop/locker-holds";
     let guard = within("lock", WAIT, client.lock(name)).await.expect("lock");
-    let mut child = etcdctl(&etcd.endpoint(0))
+    let mut child = etcdctl(&etcd)
         .args(["lock", name, "echo", "got"])
         .spawn()
         .expect("run etcdctl");
