@@ -1513,7 +1513,7 @@ async fn checker_under_random_faults() {
     assert!(report.committed > 0);
 }
 
-/// The checker in another mode, short (25 s, on until `target`
+/// The checker in another mode, short (30 s, on until `target`
 /// acquisitions, 45 s at most) so that the suite stays short: 3 members, 8
 /// clients, the random nemesis.
 async fn short_run(primitive: Primitive, target: usize) -> Report {
@@ -1521,7 +1521,7 @@ async fn short_run(primitive: Primitive, target: usize) -> Report {
         primitive,
         members: 3,
         clients: 8,
-        min_run: Duration::from_secs(25),
+        min_run: Duration::from_secs(30),
         target,
         max_run: Duration::from_secs(45),
         ttl: Duration::from_secs(3),
@@ -1572,6 +1572,94 @@ async fn rwlock_under_random_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_under_random_faults() {
     short_run(Primitive::Semaphore { permits: 3 }, 400).await;
+}
+
+/// The history checks report each kind of violation, once, on synthetic
+/// histories (no etcd): a reader overlapping a writer, a stale read, a
+/// fourth permit holder, a lost update; and nothing on a clean history or
+/// on holders whose operation etcd refused.
+#[test]
+fn check_history_reports_each_violation() {
+    let s = Duration::from_millis;
+    let rec = |client, role, key: &str, token, at: (u64, u64), outcome| Record {
+        client,
+        role,
+        counter_key: key.to_owned(),
+        lease: LeaseId(token),
+        token,
+        called_at: s(at.0),
+        acquired_at: s(at.0),
+        guarded_at: Some(s(at.1)),
+        end_at: s(at.1 + 1),
+        outcome,
+    };
+    let counters = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    let rw = Primitive::RwLock {
+        readers_per_writer: 3,
+    };
+    let w = |client, token, at, n| {
+        rec(
+            client,
+            Role::Exclusive,
+            COUNTER,
+            token,
+            at,
+            Outcome::Committed(n),
+        )
+    };
+    let r = |client, token, at, n| rec(client, Role::Reader, COUNTER, token, at, Outcome::Read(n));
+
+    // Clean: a writer, two readers together, a writer, a reader; a cut-off
+    // reader whose read etcd refused overlaps a writer (nothing certain).
+    let clean = vec![
+        w(0, 10, (0, 5), 1),
+        r(1, 11, (10, 20), 1),
+        r(2, 12, (11, 21), 1),
+        rec(3, Role::Reader, COUNTER, 13, (22, 40), Outcome::Refused),
+        w(4, 14, (30, 35), 2),
+        r(5, 15, (40, 45), 2),
+    ];
+    let checked = check_history(&clean, rw, &counters(&[(COUNTER, 2)]));
+    assert!(checked.violations.is_empty(), "{:?}", checked.violations);
+    assert_eq!(checked.max_holders, 2);
+
+    // A reader holding while a writer's write is sent; the same reader saw
+    // the later write (a torn read).
+    let bad = vec![
+        w(0, 10, (0, 5), 1),
+        r(1, 11, (10, 30), 2),
+        w(2, 12, (20, 25), 2),
+    ];
+    let checked = check_history(&bad, rw, &counters(&[(COUNTER, 2)]));
+    assert_eq!(checked.violations.len(), 2, "{:#?}", checked.violations);
+    assert!(checked.violations[0].starts_with("stale or torn read: reader client 1"));
+    assert!(checked.violations[1].starts_with("overlap: client 2 (Exclusive, token 12)"));
+
+    // Four permit holders of three at once, and one client's lost update.
+    let sem = Primitive::Semaphore { permits: 3 };
+    let p = |client: usize, token, at, n| {
+        let key = sem.counter_key(client);
+        rec(client, Role::Permit, &key, token, at, Outcome::Committed(n))
+    };
+    let bad = vec![
+        p(0, 10, (0, 50), 1),
+        p(1, 11, (1, 50), 1),
+        p(2, 12, (2, 50), 1),
+        p(3, 13, (3, 50), 1),
+        p(0, 14, (60, 70), 1),
+    ];
+    // Client 0 wrote 1 twice (its second write read 0 again).
+    let finals: BTreeMap<String, i64> = (0..4)
+        .map(|c| (sem.counter_key(c), if c == 0 { 2 } else { 1 }))
+        .collect();
+    let checked = check_history(&bad, sem, &finals);
+    assert_eq!(checked.violations.len(), 3, "{:#?}", checked.violations);
+    assert!(checked.violations[0].starts_with("lost update: client 0 (token 14) read 0"));
+    assert!(checked.violations[1].starts_with("client 0 (token 14) wrote 1"));
+    assert!(checked.violations[2].starts_with("more than 3 holders: client 3 (token 13)"));
+    assert_eq!(checked.max_holders, 4);
 }
 
 /// The checker for `LOCKER_SOAK_SECS` seconds (default 600).
