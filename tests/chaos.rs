@@ -28,28 +28,65 @@
 //! - nothing hangs: every lock, read, write and release ends (success or a
 //!   typed error) within [`OP_BOUND`];
 //! - no false holder: a guard whose lost signal fired never has a write
-//!   accepted, and a release never reports success for a lock that etcd or
-//!   the lost signal said was lost.
+//!   (a guarded read, a proclamation) accepted, and a release (a
+//!   resignation) never reports success for a lock that etcd or the lost
+//!   signal said was lost.
 //!
 //! The bounded run is [`checker_under_random_faults`] (60 s, and on until at
 //! least 2,000 acquisitions, 150 s at most). It prints one summary line:
 //!
 //! ```text
-//! chaos: acquisitions=.. faults=cut:..,delay:..,kill:..,kill_leader:..,partition:..,stop:.. violations=0 max_stall_ms=.. etcd_anomalies=..
+//! chaos: acquisitions=.. faults=cut:..,delay:..,kill:..,kill_leader:..,partition:..,stop:.. violations=0 max_stall_ms=.. etcd_anomalies=.. mode=mutex committed=.. reads=.. max_holders=.. run_s=..
 //! ```
+//!
+//! # Other primitives
+//!
+//! The same clients, nemesis and history serve every primitive
+//! ([`Primitive`] in [`Config`]); only what a client takes and what it does
+//! inside differ:
+//!
+//! - election: clients campaign (even ones on a lease of their own, odd ones
+//!   on a session), increment the counter while leading, guarded by the
+//!   leadership (the guard's write, or every other term a raw `Txn` on
+//!   `is_leader`), proclaim every third term, then resign. Checked as the
+//!   mutex: leaders' guarded sections never overlap, tokens grow, the
+//!   counter is exact.
+//! - read-write lock: each client is a writer one round in four (it
+//!   increments as under the mutex) and a reader otherwise (one read of
+//!   the counter guarded by its lock, in a `Txn`; never a write). Checked:
+//!   no reader overlaps a writer, writers never overlap, a reader saw
+//!   exactly the writes of smaller tokens, the counter is exact.
+//! - semaphore of 3: every holder increments a counter of its own client
+//!   with a guarded write. Checked: never more than 3 holders at once, each
+//!   client's counter exact.
+//!
+//! What can be asserted soundly about who held when: a holder whose guarded
+//! operation etcd accepted certainly held from the moment its acquire
+//! returned to the moment that operation was sent (its key existed at both,
+//! and a key never comes back). Overlap and at-most-N are checked on those
+//! intervals only. A client cut off past its TTL may go on believing it
+//! holds after etcd has given its place away; what is checked for it is
+//! that its lost signal fired and etcd refused its writes (and reads).
+//!
+//! Each has a short test (30 s, 45 s at most): [`election_under_random_faults`],
+//! [`rwlock_under_random_faults`], [`semaphore_under_random_faults`].
 //!
 //! `etcd_anomalies` counts leases that etcd itself revoked although their
 //! holders kept them alive, right after a frozen leader was continued (seen
 //! with etcd 3.4.23 and 3.5.16; not only etcd issue 15247, whose fix 3.5.16
 //! has), told apart from a violation by locker as `Shared::gone_while_alive`
-//! explains.
+//! explains. It only ever excuses a lost signal that etcd's own revocation
+//! made late; the history checks (overlap, at most N, counters) count every
+//! violation whatever the anomalies.
 //!
 //! # The soak
 //!
-//! The same checker for longer (default 600 s):
+//! The same checker for longer (default 600 s), in the mode named by
+//! `LOCKER_SOAK_MODE` (`mutex`, the default; `election`; `rwlock`, 3
+//! readers per writer; `semaphore`, 3 permits):
 //!
 //! ```text
-//! LOCKER_SOAK_SECS=600 cargo test --release --features testing --test chaos -- --ignored soak --nocapture
+//! LOCKER_SOAK_SECS=600 LOCKER_SOAK_MODE=rwlock cargo test --release --features testing --test chaos -- --ignored soak --nocapture
 //! ```
 //!
 //! `LOCKER_CHAOS_SEED=<u64>` replays the nemesis's random choices (the seed
@@ -78,7 +115,7 @@ use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
 use locker::wire::etcdserverpb as pb;
-use locker::{Client, Error, LeaseId, LockGuard, Session};
+use locker::{Client, Error, Leadership, LeaseId, LockGuard, Session};
 use tokio::time::{Instant, timeout};
 
 // ---------------------------------------------------------------------------
@@ -216,7 +253,214 @@ const PROXIED: usize = 2;
 /// next lock on the same name.
 const REUSE_SESSION_AFTER_FAILED_LOCK: bool = false;
 const LOCK: &str = "chaos/lock";
+/// How long a reader or a permit holder holds before its guarded operation.
+const SHARED_HOLD: Duration = Duration::from_millis(20);
 const COUNTER: &str = "chaos/counter";
+
+/// Which primitive the checker's clients take, over and over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Primitive {
+    /// [`Client::lock`]: read the counter, write counter + 1 guarded by the lock.
+    Mutex,
+    /// [`Client::campaign`]: the same increments while leading (guarded by
+    /// the leadership: [`LockGuard::put`] and, every other time, a raw `Txn`
+    /// on [`Leadership::is_leader`]), a proclamation every third term, then
+    /// a resignation.
+    Election,
+    /// [`Client::read_lock`] / [`Client::write_lock`]: a writer increments
+    /// the counter as under the mutex; a reader reads it with a guarded read
+    /// (a `Txn` whose only op is a range, on the guard's compare) and never
+    /// writes. Each client is a writer once every `readers_per_writer + 1`
+    /// rounds.
+    RwLock { readers_per_writer: usize },
+    /// [`Client::semaphore`]: every holder increments a counter of its own
+    /// client (`chaos/counter/{client}`) with a guarded write.
+    Semaphore { permits: u32 },
+}
+
+impl Primitive {
+    /// The mode's name, as printed.
+    fn name(self) -> &'static str {
+        match self {
+            Primitive::Mutex => "mutex",
+            Primitive::Election => "election",
+            Primitive::RwLock { .. } => "rwlock",
+            Primitive::Semaphore { .. } => "semaphore",
+        }
+    }
+
+    /// From `LOCKER_SOAK_MODE`: `mutex` (the default), `election`,
+    /// `rwlock` (3 readers per writer) or `semaphore` (3 permits).
+    fn from_env() -> Primitive {
+        let mode = std::env::var("LOCKER_SOAK_MODE").unwrap_or_default();
+        match mode.as_str() {
+            "" | "mutex" => Primitive::Mutex,
+            "election" => Primitive::Election,
+            "rwlock" => Primitive::RwLock {
+                readers_per_writer: 3,
+            },
+            "semaphore" => Primitive::Semaphore { permits: 3 },
+            other => {
+                panic!("LOCKER_SOAK_MODE={other:?}: expected mutex, election, rwlock or semaphore")
+            }
+        }
+    }
+
+    /// What client `c` takes in its round `round`.
+    fn role(self, c: usize, round: usize) -> Role {
+        match self {
+            Primitive::Mutex | Primitive::Election => Role::Exclusive,
+            Primitive::RwLock { readers_per_writer } => {
+                if (c + round) % (readers_per_writer + 1) == 0 {
+                    Role::Exclusive
+                } else {
+                    Role::Reader
+                }
+            }
+            Primitive::Semaphore { .. } => Role::Permit,
+        }
+    }
+
+    /// The counter client `c` increments.
+    fn counter_key(self, c: usize) -> String {
+        match self {
+            Primitive::Semaphore { .. } => format!("{COUNTER}/{c}"),
+            _ => COUNTER.to_owned(),
+        }
+    }
+
+    /// Every counter a run of `clients` may write.
+    fn counter_keys(self, clients: usize) -> Vec<String> {
+        let mut keys: Vec<String> = (0..clients).map(|c| self.counter_key(c)).collect();
+        keys.dedup();
+        keys
+    }
+}
+
+/// What a holder is allowed to do alongside others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Alone: a mutex holder, a leader, a writer.
+    Exclusive,
+    /// Alongside other readers, never a writer.
+    Reader,
+    /// One of at most `permits` semaphore holders.
+    Permit,
+}
+
+/// What a client holds: a lock guard (mutex, read or write lock, permit)
+/// or a leadership.
+enum Held {
+    Lock(LockGuard),
+    Leader(Leadership),
+}
+
+impl Held {
+    fn guard(&self) -> &LockGuard {
+        match self {
+            Held::Lock(g) => g,
+            Held::Leader(l) => l,
+        }
+    }
+
+    /// Releases the lock or resigns.
+    async fn release(self) -> Result<(), Error> {
+        match self {
+            Held::Lock(g) => g.release().await,
+            Held::Leader(l) => l.resign().await,
+        }
+    }
+}
+
+/// Takes what `primitive` and `role` say, on `session` if given, else on a
+/// lease of its own with `ttl`.
+async fn acquire(
+    primitive: Primitive,
+    role: Role,
+    c: usize,
+    client: &Client,
+    session: Option<&Session>,
+    ttl: Duration,
+) -> Result<Held, Error> {
+    let value = format!("client-{c}");
+    if primitive == Primitive::Election {
+        let request = match session {
+            Some(s) => s.campaign(LOCK, value),
+            None => client.campaign(LOCK, value).ttl(ttl),
+        };
+        return request.timeout(LOCK_TIMEOUT).await.map(Held::Leader);
+    }
+    let request = match (primitive, role, session) {
+        (Primitive::Semaphore { permits }, _, Some(s)) => s.semaphore(LOCK, permits).acquire(),
+        (Primitive::Semaphore { permits }, _, None) => {
+            client.semaphore(LOCK, permits).acquire().ttl(ttl)
+        }
+        (_, Role::Reader, Some(s)) => s.read_lock(LOCK),
+        (_, Role::Reader, None) => client.read_lock(LOCK).ttl(ttl),
+        (Primitive::RwLock { .. }, _, Some(s)) => s.write_lock(LOCK),
+        (Primitive::RwLock { .. }, _, None) => client.write_lock(LOCK).ttl(ttl),
+        (_, _, Some(s)) => s.lock(LOCK),
+        (_, _, None) => client.lock(LOCK).ttl(ttl),
+    };
+    request
+        .value(value)
+        .timeout(LOCK_TIMEOUT)
+        .await
+        .map(Held::Lock)
+}
+
+/// A write of `key = value` guarded by `held`: through [`LockGuard::put`],
+/// or, for a leader when `raw`, through [`Client::txn_raw`] on
+/// [`Leadership::is_leader`]. `Ok(false)`: etcd refused it (the compare
+/// failed).
+async fn guarded_write(
+    held: &Held,
+    client: &Client,
+    key: &str,
+    value: &str,
+    raw: bool,
+) -> Result<bool, Error> {
+    match held {
+        Held::Leader(leader) if raw => {
+            let txn = pb::TxnRequest {
+                compare: vec![leader.is_leader()],
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: value.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            };
+            client.txn_raw(txn).await.map(|r| r.succeeded)
+        }
+        _ => held.guard().put(key, value).await.map(|_| true),
+    }
+}
+
+/// A read of `key` guarded by `guard`: a `Txn` whose only op is the range,
+/// on the guard's compare. Gives the value read (`None`: not a number).
+async fn guarded_read(guard: &LockGuard, key: &str) -> Result<Option<i64>, Error> {
+    let op = pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    };
+    let resp = guard.txn(vec![op]).await?;
+    let kv = resp.responses.into_iter().find_map(|r| match r.response {
+        Some(pb::response_op::Response::ResponseRange(range)) => Some(range.kvs),
+        _ => None,
+    });
+    let kv = kv.and_then(|kvs| kvs.into_iter().next());
+    Ok(match kv {
+        None => Some(0),
+        Some(kv) => std::str::from_utf8(&kv.value)
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    })
+}
 
 /// What the nemesis does during a checker run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +475,7 @@ enum Nemesis {
 
 #[derive(Clone, Debug)]
 struct Config {
+    primitive: Primitive,
     members: usize,
     clients: usize,
     /// Run at least this long...
@@ -253,11 +498,14 @@ struct Config {
 enum Outcome {
     /// The guarded write of this value committed.
     Committed(i64),
+    /// A reader's guarded read of the counter succeeded and saw this value.
+    Read(i64),
     /// The guarded write of this value may or may not have been applied.
     Unknown(i64),
     /// etcd (or the guard, locally) refused the write: the lock was lost.
     Refused,
-    /// The lost signal fired before the write; nothing was written.
+    /// The lost signal fired before the write (or a reader's guarded read);
+    /// nothing was written.
     LostBeforeWrite,
     /// The counter could not be read; nothing was written.
     NoRead,
@@ -268,12 +516,19 @@ enum Outcome {
 #[derive(Clone, Debug)]
 struct Record {
     client: usize,
+    role: Role,
+    /// The counter it read (and, unless a reader, wrote).
+    counter_key: String,
     lease: LeaseId,
     token: i64,
     /// Times since the start of the run.
     called_at: Duration,
     acquired_at: Duration,
-    write_sent_at: Option<Duration>,
+    /// When the guarded write (a reader's guarded read) was sent: if etcd
+    /// accepted it, the holder certainly held over `acquired_at..guarded_at`
+    /// (its key existed when it was granted and when the operation was
+    /// applied, and a key never comes back).
+    guarded_at: Option<Duration>,
     end_at: Duration,
     outcome: Outcome,
 }
@@ -284,6 +539,8 @@ struct Shared {
     history: Mutex<Vec<Record>>,
     violations: Mutex<Vec<String>>,
     acquisitions: AtomicUsize,
+    /// Proclamations etcd accepted (election mode).
+    proclaims: AtomicUsize,
     max_stall_ms: AtomicU64,
     /// Errors seen, by operation and variant.
     errors: Mutex<BTreeMap<String, usize>>,
@@ -436,7 +693,13 @@ struct Report {
     unknown: usize,
     refused: usize,
     lost_before_write: usize,
+    /// Readers' guarded reads that succeeded.
+    reads: usize,
+    /// The sum of the counters.
     counter: i64,
+    /// The most holders certainly holding at once (see [`check_history`]).
+    max_holders: usize,
+    proclaims: usize,
     run: Duration,
     /// Acquisitions that happened after the nemesis healed its last fault.
     after_last_fault: usize,
@@ -453,13 +716,16 @@ fn parse_counter(kv: Option<locker::KeyValue>) -> Option<i64> {
     }
 }
 
-/// One client of the checker: lock, read, guarded write, release, again.
+/// One client of the checker: acquire (lock, campaign, read or write lock,
+/// permit), the critical section, release (or resign), again.
 async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
     let on_session = c % 2 == 1;
     let mut session: Option<Session> = None;
     let mut last_success = Instant::now();
     let pause = || tokio::time::sleep(Duration::from_millis(100));
+    let mut round = 0usize;
     while !shared.stop.load(Ordering::Relaxed) {
+        round += 1;
         if on_session && session.as_ref().is_none_or(|s| s.lost_reason().is_some()) {
             session = None;
             match shared
@@ -475,14 +741,10 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
                 None => continue,
             }
         }
-        let request = match &session {
-            Some(s) => s.lock(LOCK),
-            None => client.lock(LOCK).ttl(cfg.ttl),
-        }
-        .value(format!("client-{c}"))
-        .timeout(LOCK_TIMEOUT);
+        let role = cfg.primitive.role(c, round);
+        let request = acquire(cfg.primitive, role, c, &client, session.as_ref(), cfg.ttl);
         let called_at = shared.now();
-        let guard = match shared.bounded(c, "lock", request).await {
+        let mut held = match shared.bounded(c, "lock", request).await {
             Some(Ok(g)) => g,
             Some(Err(e)) => {
                 shared.error("lock", &e);
@@ -513,86 +775,59 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
         shared.stall(last_success.elapsed());
         last_success = Instant::now();
 
+        let guard = held.guard();
         let mut record = Record {
             client: c,
+            role,
+            counter_key: cfg.primitive.counter_key(c),
             lease: guard.lease(),
             token: guard.fencing_token().0,
             called_at,
             acquired_at,
-            write_sent_at: None,
+            guarded_at: None,
             end_at: acquired_at,
             outcome: Outcome::NoRead,
         };
-        // The critical section: read the counter, write counter + 1 under
-        // the lock.
-        let read = shared
-            .bounded(c, "reading the counter", client.get(COUNTER))
-            .await;
-        match read {
-            Some(Ok(kv)) => match parse_counter(kv) {
-                Some(n) => {
-                    let value = (n + 1).to_string();
-                    if guard.is_lost() {
-                        // A careful user stops here; try the write anyway:
-                        // it must be refused.
-                        record.outcome = Outcome::LostBeforeWrite;
-                        let write = shared
-                            .bounded(c, "a write after the loss", guard.put(COUNTER, &value))
-                            .await;
-                        match write {
-                            Some(Ok(_)) => {
-                                shared.violation_by(c, format!("a guarded write was accepted after the lost signal fired (token {})",
-                                    record.token
-                                ));
-                                record.outcome = Outcome::Unknown(n + 1);
-                            }
-                            Some(Err(e)) if e.is_lost() => {}
-                            Some(Err(e)) => shared.violation_by(
-                                c,
-                                format!("a write after the loss failed without saying so: {e}"),
-                            ),
-                            None => record.outcome = Outcome::Unknown(n + 1),
-                        }
-                    } else {
-                        record.write_sent_at = Some(shared.now());
-                        let write = shared
-                            .bounded(c, "a guarded write", guard.put(COUNTER, &value))
-                            .await;
-                        record.outcome = match write {
-                            Some(Ok(_)) => Outcome::Committed(n + 1),
-                            Some(Err(e)) => {
-                                shared.error("write", &e);
-                                if matches!(e, Error::LockLost { .. })
-                                    && guard
-                                        .deadline()
-                                        .is_some_and(|d| d > std::time::Instant::now())
-                                {
-                                    let what =
-                                        format!("guarded write (token {}): {e}", record.token);
-                                    shared
-                                        .gone_while_alive(c, &client, guard.lease(), &what)
-                                        .await;
-                                }
-                                match e {
-                                    Error::LockLost { .. } | Error::LeaseExpired { .. } => {
-                                        Outcome::Refused
-                                    }
-                                    Error::Unreachable { .. } => Outcome::NotApplied,
-                                    _ => Outcome::Unknown(n + 1),
-                                }
-                            }
-                            None => Outcome::Unknown(n + 1),
-                        };
-                    }
-                }
-                None => shared.violation_by(c, "the counter is not a number".to_owned()),
-            },
-            Some(Err(e)) => shared.error("read", &e),
-            None => {}
+        if matches!(role, Role::Reader | Role::Permit) {
+            // Hold a little, so that shared holders overlap and the checks
+            // of what may overlap have something to bite on.
+            tokio::time::sleep(SHARED_HOLD).await;
         }
-        let lost_seen = matches!(record.outcome, Outcome::Refused | Outcome::LostBeforeWrite);
+        let mut lost_seen = match role {
+            Role::Reader => read_section(c, guard, &client, &shared, &mut record).await,
+            Role::Exclusive | Role::Permit => {
+                write_section(c, &held, &client, &shared, &mut record, round % 2 == 0).await
+            }
+        };
+        // A leader proclaims every third term, once its write committed.
+        if let (Held::Leader(leader), Outcome::Committed(n)) = (&mut held, &record.outcome) {
+            if round % 3 == 0 {
+                let lost_before = leader.is_lost();
+                let value = format!("client-{c}-wrote-{n}");
+                match shared
+                    .bounded(c, "a proclamation", leader.proclaim(value))
+                    .await
+                {
+                    Some(Ok(_)) if lost_before => shared.violation_by(
+                        c,
+                        format!(
+                            "a proclamation was accepted after the lost signal fired (token {})",
+                            record.token
+                        ),
+                    ),
+                    Some(Ok(_)) => {
+                        shared.proclaims.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => {
+                        shared.error("proclaim", &e);
+                        lost_seen |= e.is_lost();
+                    }
+                    None => {}
+                }
+            }
+        }
         shared.holding[c].store(false, Ordering::Relaxed);
-        let released = shared.bounded(c, "release", guard.release()).await;
+        let released = shared.bounded(c, "release", held.release()).await;
         match released {
             Some(Ok(())) if lost_seen => shared.violation_by(
                 c,
@@ -617,6 +852,176 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
     if let Some(s) = session {
         let _ = shared.bounded(c, "closing a session", s.close()).await;
     }
+}
+
+/// The critical section of a writer (mutex holder, leader, writer, permit
+/// holder): read the counter, write counter + 1 guarded by `held` (for a
+/// leader, through a raw `Txn` on `is_leader` when `raw`). Whether the loss
+/// was seen (a refusal, or the lost signal before the write).
+async fn write_section(
+    c: usize,
+    held: &Held,
+    client: &Client,
+    shared: &Shared,
+    record: &mut Record,
+    raw: bool,
+) -> bool {
+    let guard = held.guard();
+    let key = record.counter_key.clone();
+    let read = shared
+        .bounded(c, "reading the counter", client.get(&key))
+        .await;
+    match read {
+        Some(Ok(kv)) => match parse_counter(kv) {
+            Some(n) => {
+                let value = (n + 1).to_string();
+                if guard.is_lost() {
+                    // A careful user stops here; try the write anyway:
+                    // it must be refused.
+                    record.outcome = Outcome::LostBeforeWrite;
+                    let write = shared
+                        .bounded(c, "a write after the loss", guard.put(&key, &value))
+                        .await;
+                    match write {
+                        Some(Ok(_)) => {
+                            shared.violation_by(
+                                c,
+                                format!(
+                                    "a guarded write was accepted after the lost signal fired (token {})",
+                                    record.token
+                                ),
+                            );
+                            record.outcome = Outcome::Unknown(n + 1);
+                        }
+                        Some(Err(e)) if e.is_lost() => {}
+                        Some(Err(e)) => shared.violation_by(
+                            c,
+                            format!("a write after the loss failed without saying so: {e}"),
+                        ),
+                        None => record.outcome = Outcome::Unknown(n + 1),
+                    }
+                } else {
+                    record.guarded_at = Some(shared.now());
+                    let write = shared
+                        .bounded(
+                            c,
+                            "a guarded write",
+                            guarded_write(held, client, &key, &value, raw),
+                        )
+                        .await;
+                    record.outcome = match write {
+                        Some(Ok(true)) => Outcome::Committed(n + 1),
+                        Some(Ok(false)) => {
+                            // etcd refused the raw write on is_leader.
+                            if guard
+                                .deadline()
+                                .is_some_and(|d| d > std::time::Instant::now())
+                            {
+                                let what = format!(
+                                    "raw write on is_leader (token {}) refused",
+                                    record.token
+                                );
+                                shared
+                                    .gone_while_alive(c, client, guard.lease(), &what)
+                                    .await;
+                            }
+                            Outcome::Refused
+                        }
+                        Some(Err(e)) => {
+                            shared.error("write", &e);
+                            if matches!(e, Error::LockLost { .. })
+                                && guard
+                                    .deadline()
+                                    .is_some_and(|d| d > std::time::Instant::now())
+                            {
+                                let what = format!("guarded write (token {}): {e}", record.token);
+                                shared
+                                    .gone_while_alive(c, client, guard.lease(), &what)
+                                    .await;
+                            }
+                            match e {
+                                Error::LockLost { .. } | Error::LeaseExpired { .. } => {
+                                    Outcome::Refused
+                                }
+                                Error::Unreachable { .. } => Outcome::NotApplied,
+                                _ => Outcome::Unknown(n + 1),
+                            }
+                        }
+                        None => Outcome::Unknown(n + 1),
+                    };
+                }
+            }
+            None => shared.violation_by(c, format!("the counter {key} is not a number")),
+        },
+        Some(Err(e)) => shared.error("read", &e),
+        None => {}
+    }
+    matches!(record.outcome, Outcome::Refused | Outcome::LostBeforeWrite)
+}
+
+/// The critical section of a reader: one guarded read of the counter,
+/// nothing written. Whether the loss was seen.
+async fn read_section(
+    c: usize,
+    guard: &LockGuard,
+    client: &Client,
+    shared: &Shared,
+    record: &mut Record,
+) -> bool {
+    let key = record.counter_key.clone();
+    if guard.is_lost() {
+        // The guarded read must be refused too.
+        record.outcome = Outcome::LostBeforeWrite;
+        match shared
+            .bounded(
+                c,
+                "a guarded read after the loss",
+                guarded_read(guard, &key),
+            )
+            .await
+        {
+            Some(Ok(_)) => shared.violation_by(
+                c,
+                format!(
+                    "a guarded read was accepted after the lost signal fired (token {})",
+                    record.token
+                ),
+            ),
+            Some(Err(e)) if e.is_lost() => {}
+            Some(Err(e)) => shared.violation_by(
+                c,
+                format!("a guarded read after the loss failed without saying so: {e}"),
+            ),
+            None => {}
+        }
+        return true;
+    }
+    record.guarded_at = Some(shared.now());
+    match shared
+        .bounded(c, "a guarded read", guarded_read(guard, &key))
+        .await
+    {
+        Some(Ok(Some(n))) => record.outcome = Outcome::Read(n),
+        Some(Ok(None)) => shared.violation_by(c, format!("the counter {key} is not a number")),
+        Some(Err(e)) => {
+            shared.error("guarded read", &e);
+            if matches!(e, Error::LockLost { .. })
+                && guard
+                    .deadline()
+                    .is_some_and(|d| d > std::time::Instant::now())
+            {
+                let what = format!("guarded read (token {}): {e}", record.token);
+                shared
+                    .gone_while_alive(c, client, guard.lease(), &what)
+                    .await;
+            }
+            if e.is_lost() {
+                record.outcome = Outcome::Refused;
+            }
+        }
+        None => {}
+    }
+    matches!(record.outcome, Outcome::Refused)
 }
 
 /// The kinds of fault, in the order they are printed.
@@ -827,6 +1232,7 @@ async fn run_checker(cfg: Config) -> Report {
         history: Mutex::new(Vec::new()),
         violations: Mutex::new(Vec::new()),
         acquisitions: AtomicUsize::new(0),
+        proclaims: AtomicUsize::new(0),
         max_stall_ms: AtomicU64::new(0),
         errors: Mutex::new(BTreeMap::new()),
         holding: (0..cfg.clients).map(|_| AtomicBool::new(false)).collect(),
@@ -886,24 +1292,27 @@ async fn run_checker(cfg: Config) -> Report {
         .map(|r| r.acquired_at - healed)
         .collect();
 
-    // The counter, read directly from the healed cluster.
-    let counter = {
+    // The counters, read directly from the healed cluster.
+    let mut counters = BTreeMap::new();
+    for key in cfg.primitive.counter_keys(cfg.clients) {
         let deadline = Instant::now() + WAIT;
-        loop {
-            match within("read the counter", WAIT, direct.get(COUNTER)).await {
+        let value = loop {
+            match within("read the counter", WAIT, direct.get(&key)).await {
                 Ok(kv) => break parse_counter(kv).expect("the counter is a number"),
                 Err(e) if Instant::now() < deadline => {
-                    eprintln!("reading the counter: {e}");
+                    eprintln!("reading the counter {key}: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => panic!("read the counter: {e}"),
+                Err(e) => panic!("read the counter {key}: {e}"),
             }
-        }
-    };
+        };
+        counters.insert(key, value);
+    }
     drop(etcd);
 
     let mut violations = shared.violations.lock().unwrap().clone();
-    violations.extend(check_history(&history, counter));
+    let checked = check_history(&history, cfg.primitive, &counters);
+    violations.extend(checked.violations);
     let count = |f: fn(&Outcome) -> bool| history.iter().filter(|r| f(&r.outcome)).count();
     let report = Report {
         acquisitions: shared.acquisitions.load(Ordering::Relaxed),
@@ -914,7 +1323,10 @@ async fn run_checker(cfg: Config) -> Report {
         unknown: count(|o| matches!(o, Outcome::Unknown(_))),
         refused: count(|o| matches!(o, Outcome::Refused)),
         lost_before_write: count(|o| matches!(o, Outcome::LostBeforeWrite)),
-        counter,
+        reads: count(|o| matches!(o, Outcome::Read(_))),
+        counter: counters.values().sum(),
+        max_holders: checked.max_holders,
+        proclaims: shared.proclaims.load(Ordering::Relaxed),
         run,
         after_last_fault: after_heal.len(),
         first_after_heal: after_heal.iter().min().copied(),
@@ -927,7 +1339,7 @@ async fn run_checker(cfg: Config) -> Report {
         .collect::<Vec<_>>()
         .join(",");
     eprintln!(
-        "checker figures: run {:.1} s, {} acquisitions ({:.1}/s), committed {}, unknown {}, refused {}, lost before write {}, no read {}, not applied {}, counter {}, {} after the last fault (first after {:?})",
+        "checker figures: run {:.1} s, {} acquisitions ({:.1}/s), committed {}, unknown {}, refused {}, lost before write {}, no read {}, not applied {}, reads {}, proclaims {}, counters {:?} (sum {}), most certain holders at once {}, {} after the last fault (first after {:?})",
         run.as_secs_f64(),
         report.acquisitions,
         report.acquisitions as f64 / run.as_secs_f64(),
@@ -937,7 +1349,11 @@ async fn run_checker(cfg: Config) -> Report {
         report.lost_before_write,
         count(|o| matches!(o, Outcome::NoRead)),
         count(|o| matches!(o, Outcome::NotApplied)),
+        report.reads,
+        report.proclaims,
+        counters,
         report.counter,
+        report.max_holders,
         report.after_last_fault,
         report.first_after_heal,
     );
@@ -952,17 +1368,53 @@ async fn run_checker(cfg: Config) -> Report {
         }
     }
     eprintln!(
-        "chaos: acquisitions={} faults={faults} violations={} max_stall_ms={} etcd_anomalies={}",
+        "chaos: acquisitions={} faults={faults} violations={} max_stall_ms={} etcd_anomalies={} mode={} committed={} reads={} max_holders={} run_s={:.1}",
         report.acquisitions,
         report.violations.len(),
         report.max_stall_ms,
-        report.etcd_anomalies
+        report.etcd_anomalies,
+        cfg.primitive.name(),
+        report.committed,
+        report.reads,
+        report.max_holders,
+        run.as_secs_f64(),
     );
     report
 }
 
-/// The history checks that need the whole history and the final counter.
-fn check_history(history: &[Record], counter: i64) -> Vec<String> {
+/// What [`check_history`] found.
+struct Checked {
+    violations: Vec<String>,
+    /// The most holders certainly holding at once.
+    max_holders: usize,
+}
+
+/// The writes to one counter, in token order, so far.
+#[derive(Default)]
+struct Chain<'a> {
+    committed: i64,
+    unknown: i64,
+    last_sent: Option<(Duration, &'a Record)>,
+    last_value: i64,
+}
+
+/// The history checks that need the whole history and the final counters.
+///
+/// Besides the token and counter checks of the module documentation, it
+/// checks the holders against each other. A holder whose guarded operation
+/// etcd accepted certainly held over `acquired_at..guarded_at` (see
+/// [`Record::guarded_at`]); nothing is asserted about holders whose
+/// operation was refused, unknown or never sent (a client cut off may
+/// believe it holds after etcd gave its place away; its lost signal and
+/// refused writes are checked by the worker). Among those certain
+/// intervals: no reader's overlaps a writer's, writers never overlap each
+/// other (the token-order check), and never more than `permits` permit
+/// holders at once.
+fn check_history(
+    history: &[Record],
+    primitive: Primitive,
+    counters: &BTreeMap<String, i64>,
+) -> Checked {
     let mut v = Vec::new();
     // Every granted key is distinct: a token is never granted twice.
     let mut by_token: BTreeMap<i64, &Record> = BTreeMap::new();
@@ -997,32 +1449,43 @@ fn check_history(history: &[Record], counter: i64) -> Vec<String> {
             }
         }
     }
-    // Committed writes in token order: each wrote one more than every write
-    // before it that may have been applied, and began after the previous
-    // committed write was sent.
+    // Per counter, committed writes in token order: each wrote one more
+    // than every write before it that may have been applied, and began
+    // after the previous committed write was sent. A reader saw exactly
+    // the writes of smaller tokens (every writer before it had left when it
+    // was granted; none after it could be granted while its key lived).
     let mut sorted: Vec<&Record> = history.iter().collect();
     sorted.sort_by_key(|r| r.token);
-    let mut committed_before = 0i64;
-    let mut unknown_before = 0i64;
-    let mut last_sent: Option<(Duration, &Record)> = None;
-    let mut last_value = 0i64;
+    let mut chains: BTreeMap<&str, Chain> = BTreeMap::new();
     for r in &sorted {
-        match r.outcome {
-            Outcome::Committed(value) => {
+        let chain = chains.entry(r.counter_key.as_str()).or_default();
+        match (r.role, &r.outcome) {
+            (Role::Reader, Outcome::Read(seen)) => {
+                let seen = *seen;
+                if seen < chain.committed || seen > chain.committed + chain.unknown {
+                    v.push(format!(
+                        "stale or torn read: reader client {} (token {}) read {seen} but {} writes by smaller tokens committed ({} unknown)",
+                        r.client, r.token, chain.committed, chain.unknown
+                    ));
+                }
+            }
+            (Role::Reader, _) => {}
+            (_, Outcome::Committed(value)) => {
+                let value = *value;
                 let read = value - 1;
-                if read < committed_before || read > committed_before + unknown_before {
+                if read < chain.committed || read > chain.committed + chain.unknown {
                     v.push(format!(
-                        "lost update: client {} (token {}) read {read} but {committed_before} writes committed before it ({unknown_before} unknown)",
-                        r.client, r.token
+                        "lost update: client {} (token {}) read {read} of {} but {} writes committed before it ({} unknown)",
+                        r.client, r.token, r.counter_key, chain.committed, chain.unknown
                     ));
                 }
-                if value <= last_value {
+                if value <= chain.last_value {
                     v.push(format!(
-                        "client {} (token {}) wrote {value} after a smaller token wrote {last_value}",
-                        r.client, r.token
+                        "client {} (token {}) wrote {value} to {} after a smaller token wrote {}",
+                        r.client, r.token, r.counter_key, chain.last_value
                     ));
                 }
-                if let Some((sent, prev)) = last_sent {
+                if let Some((sent, prev)) = chain.last_sent {
                     if r.acquired_at < sent {
                         v.push(format!(
                             "overlap: client {} (token {}) acquired at {:?}, before client {} (token {}) sent its committed write at {sent:?}",
@@ -1030,29 +1493,89 @@ fn check_history(history: &[Record], counter: i64) -> Vec<String> {
                         ));
                     }
                 }
-                committed_before += 1;
-                last_value = value;
-                if let Some(sent) = r.write_sent_at {
-                    if last_sent.is_none_or(|(s, _)| sent > s) {
-                        last_sent = Some((sent, r));
+                chain.committed += 1;
+                chain.last_value = value;
+                if let Some(sent) = r.guarded_at {
+                    if chain.last_sent.is_none_or(|(s, _)| sent > s) {
+                        chain.last_sent = Some((sent, r));
                     }
                 }
             }
-            Outcome::Unknown(_) => unknown_before += 1,
+            (_, Outcome::Unknown(_)) => chain.unknown += 1,
             _ => {}
         }
     }
-    if counter < committed_before || counter > committed_before + unknown_before {
-        v.push(format!(
-            "lost update: the counter is {counter}, with {committed_before} committed writes and {unknown_before} unknown"
-        ));
+    for (key, &counter) in counters {
+        let chain = chains.remove(key.as_str()).unwrap_or_default();
+        if counter < chain.committed || counter > chain.committed + chain.unknown {
+            v.push(format!(
+                "lost update: the counter {key} is {counter}, with {} committed writes and {} unknown",
+                chain.committed, chain.unknown
+            ));
+        }
+        if counter < chain.last_value {
+            v.push(format!(
+                "the counter {key} ({counter}) is below the last committed value {}",
+                chain.last_value
+            ));
+        }
     }
-    if counter < last_value {
-        v.push(format!(
-            "the counter {counter} is below the last committed value {last_value}"
-        ));
+    // The certain intervals, swept in time order.
+    let mut certain: Vec<(Duration, Duration, &Record)> = history
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Committed(_) | Outcome::Read(_)))
+        .filter_map(|r| r.guarded_at.map(|sent| (r.acquired_at, sent, r)))
+        .collect();
+    certain.sort_by_key(|&(start, end, r)| (start, end, r.token));
+    let mut active: Vec<(Duration, &Record)> = Vec::new();
+    let mut max_holders = 0;
+    for (start, end, r) in certain {
+        active.retain(|&(until, _)| until > start);
+        let conflicts: Vec<&Record> = active
+            .iter()
+            .map(|&(_, other)| other)
+            .filter(|other| match (r.role, other.role) {
+                // Exclusive against exclusive is the token-order check's.
+                (Role::Reader, Role::Exclusive) | (Role::Exclusive, Role::Reader) => true,
+                _ => false,
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            let with: Vec<String> = conflicts
+                .iter()
+                .map(|o| format!("client {} ({:?}, token {})", o.client, o.role, o.token))
+                .collect();
+            v.push(format!(
+                "overlap: client {} ({:?}, token {}) certainly held over {start:?}..{end:?} together with {}",
+                r.client,
+                r.role,
+                r.token,
+                with.join(", ")
+            ));
+        }
+        if let (Primitive::Semaphore { permits }, Role::Permit) = (primitive, r.role) {
+            if active.len() >= permits as usize {
+                let with: Vec<String> = active
+                    .iter()
+                    .map(|(until, o)| {
+                        format!("client {} (token {}, until {until:?})", o.client, o.token)
+                    })
+                    .collect();
+                v.push(format!(
+                    "more than {permits} holders: client {} (token {}) certainly held from {start:?} together with {}",
+                    r.client,
+                    r.token,
+                    with.join(", ")
+                ));
+            }
+        }
+        active.push((end, r));
+        max_holders = max_holders.max(active.len());
     }
-    v
+    Checked {
+        violations: v,
+        max_holders,
+    }
 }
 
 fn assert_clean(report: &Report) {
@@ -1067,6 +1590,7 @@ fn assert_clean(report: &Report) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_under_random_faults() {
     let report = run_checker(Config {
+        primitive: Primitive::Mutex,
         members: 3,
         clients: 8,
         min_run: Duration::from_secs(60),
@@ -1093,6 +1617,155 @@ async fn checker_under_random_faults() {
     assert!(report.committed > 0);
 }
 
+/// The checker in another mode, short (30 s, on until `target`
+/// acquisitions, 45 s at most) so that the suite stays short: 3 members, 8
+/// clients, the random nemesis.
+async fn short_run(primitive: Primitive, target: usize) -> Report {
+    let report = run_checker(Config {
+        primitive,
+        members: 3,
+        clients: 8,
+        min_run: Duration::from_secs(30),
+        target,
+        max_run: Duration::from_secs(45),
+        ttl: Duration::from_secs(3),
+        nemesis: Nemesis::Random,
+        proxied: PROXIED,
+        delay_ms: None,
+    })
+    .await;
+    assert_clean(&report);
+    assert!(
+        report.faults.values().sum::<usize>() >= 4,
+        "too few faults injected: {:?}",
+        report.faults
+    );
+    assert!(
+        report.acquisitions >= target,
+        "only {} acquisitions in {:?}",
+        report.acquisitions,
+        report.run
+    );
+    assert!(report.committed > 0, "{report:?}");
+    report
+}
+
+/// Election: leaders' guarded sections never overlap, tokens grow, the
+/// counter is exact, under kill / stop / partition on 3 members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_under_random_faults() {
+    let report = short_run(Primitive::Election, 400).await;
+    assert!(report.proclaims > 0, "no leader proclaimed: {report:?}");
+}
+
+/// Read-write lock: no reader overlaps a writer, writers never overlap,
+/// readers see exactly the committed writes, the counter is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rwlock_under_random_faults() {
+    let report = short_run(
+        Primitive::RwLock {
+            readers_per_writer: 3,
+        },
+        400,
+    )
+    .await;
+    assert!(report.reads > 0, "no reader read: {report:?}");
+}
+
+/// Semaphore of 3: never more than 3 holders, every client's counter exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphore_under_random_faults() {
+    short_run(Primitive::Semaphore { permits: 3 }, 400).await;
+}
+
+/// The history checks report each kind of violation, once, on synthetic
+/// histories (no etcd): a reader overlapping a writer, a stale read, a
+/// fourth permit holder, a lost update; and nothing on a clean history or
+/// on holders whose operation etcd refused.
+#[test]
+fn check_history_reports_each_violation() {
+    let s = Duration::from_millis;
+    let rec = |client, role, key: &str, token, at: (u64, u64), outcome| Record {
+        client,
+        role,
+        counter_key: key.to_owned(),
+        lease: LeaseId(token),
+        token,
+        called_at: s(at.0),
+        acquired_at: s(at.0),
+        guarded_at: Some(s(at.1)),
+        end_at: s(at.1 + 1),
+        outcome,
+    };
+    let counters = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    let rw = Primitive::RwLock {
+        readers_per_writer: 3,
+    };
+    let w = |client, token, at, n| {
+        rec(
+            client,
+            Role::Exclusive,
+            COUNTER,
+            token,
+            at,
+            Outcome::Committed(n),
+        )
+    };
+    let r = |client, token, at, n| rec(client, Role::Reader, COUNTER, token, at, Outcome::Read(n));
+
+    // Clean: a writer, two readers together, a writer, a reader; a cut-off
+    // reader whose read etcd refused overlaps a writer (nothing certain).
+    let clean = vec![
+        w(0, 10, (0, 5), 1),
+        r(1, 11, (10, 20), 1),
+        r(2, 12, (11, 21), 1),
+        rec(3, Role::Reader, COUNTER, 13, (22, 40), Outcome::Refused),
+        w(4, 14, (30, 35), 2),
+        r(5, 15, (40, 45), 2),
+    ];
+    let checked = check_history(&clean, rw, &counters(&[(COUNTER, 2)]));
+    assert!(checked.violations.is_empty(), "{:?}", checked.violations);
+    assert_eq!(checked.max_holders, 2);
+
+    // A reader holding while a writer's write is sent; the same reader saw
+    // the later write (a torn read).
+    let bad = vec![
+        w(0, 10, (0, 5), 1),
+        r(1, 11, (10, 30), 2),
+        w(2, 12, (20, 25), 2),
+    ];
+    let checked = check_history(&bad, rw, &counters(&[(COUNTER, 2)]));
+    assert_eq!(checked.violations.len(), 2, "{:#?}", checked.violations);
+    assert!(checked.violations[0].starts_with("stale or torn read: reader client 1"));
+    assert!(checked.violations[1].starts_with("overlap: client 2 (Exclusive, token 12)"));
+
+    // Four permit holders of three at once, and one client's lost update.
+    let sem = Primitive::Semaphore { permits: 3 };
+    let p = |client: usize, token, at, n| {
+        let key = sem.counter_key(client);
+        rec(client, Role::Permit, &key, token, at, Outcome::Committed(n))
+    };
+    let bad = vec![
+        p(0, 10, (0, 50), 1),
+        p(1, 11, (1, 50), 1),
+        p(2, 12, (2, 50), 1),
+        p(3, 13, (3, 50), 1),
+        p(0, 14, (60, 70), 1),
+    ];
+    // Client 0 wrote 1 twice (its second write read 0 again).
+    let finals: BTreeMap<String, i64> = (0..4)
+        .map(|c| (sem.counter_key(c), if c == 0 { 2 } else { 1 }))
+        .collect();
+    let checked = check_history(&bad, sem, &finals);
+    assert_eq!(checked.violations.len(), 3, "{:#?}", checked.violations);
+    assert!(checked.violations[0].starts_with("lost update: client 0 (token 14) read 0"));
+    assert!(checked.violations[1].starts_with("client 0 (token 14) wrote 1"));
+    assert!(checked.violations[2].starts_with("more than 3 holders: client 3 (token 13)"));
+    assert_eq!(checked.max_holders, 4);
+}
+
 /// The checker for `LOCKER_SOAK_SECS` seconds (default 600).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long; run with LOCKER_SOAK_SECS=600 cargo test --release --features testing --test chaos -- --ignored soak"]
@@ -1102,6 +1775,7 @@ async fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let report = run_checker(Config {
+        primitive: Primitive::from_env(),
         members: 3,
         clients: 8,
         min_run: Duration::from_secs(secs),
@@ -1276,6 +1950,7 @@ async fn leader_kill_keeps_the_holder_and_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_frozen_for_3s() {
     let report = run_checker(Config {
+        primitive: Primitive::Mutex,
         members: 3,
         clients: 3,
         min_run: Duration::from_secs(12),
@@ -1848,6 +2523,7 @@ async fn acquire_answer_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_network() {
     let report = run_checker(Config {
+        primitive: Primitive::Mutex,
         members: 1,
         clients: 2,
         min_run: Duration::ZERO,
