@@ -1608,8 +1608,13 @@ async fn checker_under_random_faults() {
         "too few faults injected: {:?}",
         report.faults
     );
+    // Enough work for the checks to mean something: the run stops at the
+    // target (2,000) or after 150 s, and on a machine busy with other work
+    // it reaches fewer (1,682 seen with a load average of 8 on 2 cores; 3,246
+    // on a quiet one). A quarter of the target still puts ~15 acquisitions
+    // through every fault; how fast is the benchmark's business.
     assert!(
-        report.acquisitions >= 2000,
+        report.acquisitions >= 500,
         "only {} acquisitions in {:?}",
         report.acquisitions,
         report.run
@@ -1640,8 +1645,10 @@ async fn short_run(primitive: Primitive, target: usize) -> Report {
         "too few faults injected: {:?}",
         report.faults
     );
+    // Enough work for the checks to mean something, not a speed target (see
+    // `checker_under_random_faults`): a quarter of the target.
     assert!(
-        report.acquisitions >= target,
+        report.acquisitions >= target / 4,
         "only {} acquisitions in {:?}",
         report.acquisitions,
         report.run
