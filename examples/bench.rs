@@ -672,6 +672,15 @@ enum Acq {
     /// etcd's Go recipe: compare my key only, `create(mine) == 0`; then put
     /// it and read the first owner, else read mine and the first owner.
     SingleKey,
+    /// The proposed flat acquire: compare my key only; then put it and read
+    /// the holder and the two newest keys (what locker's nested branch reads
+    /// after its put), else read mine and the holder. No nested txn, no
+    /// compare over the range.
+    Flat,
+    /// locker's top compare kept, the nested txn's put made unconditional
+    /// in the failure branch (a put on my existing key keeps its create
+    /// revision): put mine, read the holder and the two newest keys.
+    Unnested,
 }
 
 /// How a raw release is shaped.
@@ -705,7 +714,7 @@ impl Base {
 }
 
 /// The baseline mode's cycles, in the order they run within each op.
-const BASE: [Base; 9] = [
+const BASE: [Base; 11] = [
     Base::Session,
     Base::EtcdLock,
     Base::Raw("raw_locker", Acq::Locker, Rel::Guarded),
@@ -715,6 +724,8 @@ const BASE: [Base; 9] = [
     Base::Raw("v_no_newest", Acq::NoNewest, Rel::Guarded),
     Base::Raw("v_single_key", Acq::SingleKey, Rel::Guarded),
     Base::Raw("v_single_key_no_reads", Acq::SingleKey, Rel::Guarded),
+    Base::Raw("proposed_flat", Acq::Flat, Rel::Guarded),
+    Base::Raw("proposed_unnested", Acq::Unnested, Rel::Guarded),
 ];
 
 /// The first-owner read of etcd's Go recipe (and locker's holder read):
@@ -751,6 +762,23 @@ fn acquire_variant(acq: Acq, prefix: &str, lease: i64, reads: bool) -> pb::TxnRe
                 nested.success.truncate(2);
             }
             t
+        }
+        Acq::Flat => {
+            // locker's nested txn, lifted to the top: its compare (my key
+            // absent) and both its branches.
+            let t = acquire_shaped(prefix, lease);
+            match t.failure.into_iter().next().and_then(|o| o.request) {
+                Some(Request::RequestTxn(nested)) => nested,
+                _ => unreachable!("locker's acquire has a nested txn"),
+            }
+        }
+        Acq::Unnested => {
+            let t = acquire_shaped(prefix, lease);
+            let failure = match t.failure.first().and_then(|o| o.request.clone()) {
+                Some(Request::RequestTxn(nested)) => nested.success,
+                _ => unreachable!("locker's acquire has a nested txn"),
+            };
+            pb::TxnRequest { failure, ..t }
         }
         Acq::SingleKey => {
             let mut t = put_if_absent(&key, lease);
