@@ -17,12 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
+use locker::testing::{
+    queue as candidates, queue_keys as candidate_keys, wait_queue_is as wait_candidates_are,
+    wait_queued as wait_candidates,
+};
 use locker::wire::etcdserverpb as pb;
 use locker::wire::etcdserverpb::watch_client::WatchClient;
 use locker::wire::mvccpb;
 use locker::{
-    Client, ElectionEvent, Error, Holder, KeyValue, LeaderWatch, Leadership, LeaseId, Revision,
-    WireKind, WireRecord, paths,
+    Client, ElectionEvent, Error, Holder, LeaderWatch, Leadership, LeaseId, Revision, WireKind,
+    WireRecord, paths,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -62,45 +66,6 @@ async fn connect_through(proxy: &Proxy) -> Client {
     within("connect through the proxy", WAIT, builder.connect())
         .await
         .expect("connect to etcd through the proxy")
-}
-
-/// The candidate keys of election `name`, oldest first, read from etcd.
-async fn candidates(client: &Client, name: &str) -> Vec<KeyValue> {
-    let (mut kvs, _) = within(
-        "read the candidates",
-        WAIT,
-        client.get_prefix(format!("{name}/")),
-    )
-    .await
-    .expect("read the candidates");
-    kvs.sort_by_key(|kv| kv.create_revision);
-    kvs
-}
-
-async fn candidate_keys(client: &Client, name: &str) -> Vec<String> {
-    candidates(client, name)
-        .await
-        .iter()
-        .map(KeyValue::key_str)
-        .collect()
-}
-
-/// Waits until `n` candidate keys exist for `name` (the leader included).
-async fn wait_candidates(client: &Client, name: &str, n: usize) {
-    wait_until(&format!("{n} candidates for {name}"), WAIT, || async {
-        candidates(client, name).await.len() == n
-    })
-    .await;
-}
-
-/// Waits until the candidates of `name` are exactly `keys`, oldest first.
-async fn wait_candidates_are(client: &Client, name: &str, keys: &[&str]) {
-    wait_until(
-        &format!("the candidates of {name} are {keys:?}"),
-        WAIT,
-        || async { candidate_keys(client, name).await == keys },
-    )
-    .await;
 }
 
 async fn leader(client: &Client, name: &str) -> Option<Holder> {

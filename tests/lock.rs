@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, closed_port, wait_until, within};
+use locker::testing::{queue, queue_keys, wait_queue_is, wait_queued};
 use locker::wire::etcdserverpb as pb;
 use locker::{
-    Client, Error, KeyValue, LockEvent, LockGuard, LockWatch, LostReason, Revision, Session,
-    TryLock, WireKind, WireRecord, paths,
+    Client, Error, LockEvent, LockGuard, LockWatch, LostReason, Revision, Session, TryLock,
+    WireKind, WireRecord, paths,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -66,45 +67,6 @@ async fn assert_free(client: &Client, name: &str) {
         .await
         .expect("holder");
     assert_eq!(holder, None, "{name} is still held");
-}
-
-/// The keys queued for lock `name`, oldest first, read directly from etcd.
-async fn queue(client: &Client, name: &str) -> Vec<KeyValue> {
-    let (mut kvs, _) = within(
-        "read the lock queue",
-        WAIT,
-        client.get_prefix(format!("{name}/")),
-    )
-    .await
-    .expect("read the lock queue");
-    kvs.sort_by_key(|kv| kv.create_revision);
-    kvs
-}
-
-async fn queue_keys(client: &Client, name: &str) -> Vec<String> {
-    queue(client, name)
-        .await
-        .iter()
-        .map(KeyValue::key_str)
-        .collect()
-}
-
-/// Waits until `n` keys are queued for `name` (holder included).
-async fn wait_queued(client: &Client, name: &str, n: usize) {
-    wait_until(&format!("{n} keys are queued for {name}"), WAIT, || async {
-        queue(client, name).await.len() == n
-    })
-    .await;
-}
-
-/// Waits until the queue of `name` is exactly `keys`.
-async fn wait_queue_is(client: &Client, name: &str, keys: &[&str]) {
-    wait_until(
-        &format!("the queue of {name} is {keys:?}"),
-        WAIT,
-        || async { queue_keys(client, name).await == keys },
-    )
-    .await;
 }
 
 /// Records every wire call of a client, with the instant it was seen.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
+use locker::testing::{queue, queue_keys, wait_queue_is, wait_queued};
 use locker::{Client, Error, KeyValue, LockGuard, Session, TryLock, WireKind, WireRecord, paths};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -48,45 +49,6 @@ async fn session(client: &Client) -> Session {
     within("open a session", WAIT, client.session(WAIT))
         .await
         .expect("open a session")
-}
-
-/// Every key under `{name}/`, oldest first, read directly from etcd.
-async fn queue(client: &Client, name: &str) -> Vec<KeyValue> {
-    let (mut kvs, _) = within(
-        "read the queue",
-        WAIT,
-        client.get_prefix(format!("{name}/")),
-    )
-    .await
-    .expect("read the queue");
-    kvs.sort_by_key(|kv| kv.create_revision);
-    kvs
-}
-
-async fn queue_keys(client: &Client, name: &str) -> Vec<String> {
-    queue(client, name)
-        .await
-        .iter()
-        .map(KeyValue::key_str)
-        .collect()
-}
-
-/// Waits until `n` keys are under `{name}/` (holders included).
-async fn wait_queued(client: &Client, name: &str, n: usize) {
-    wait_until(&format!("{n} keys are queued for {name}"), WAIT, || async {
-        queue(client, name).await.len() == n
-    })
-    .await;
-}
-
-/// Waits until the queue of `name` is exactly `keys`.
-async fn wait_queue_is(client: &Client, name: &str, keys: &[String]) {
-    wait_until(
-        &format!("the queue of {name} is {keys:?}"),
-        WAIT,
-        || async { queue_keys(client, name).await == keys },
-    )
-    .await;
 }
 
 /// Asserts that nothing at all is left under `{name}/`.

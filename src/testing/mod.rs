@@ -60,6 +60,7 @@
 mod certs;
 mod etcd;
 mod proxy;
+mod queue;
 mod wait;
 
 use std::fmt;
@@ -67,6 +68,7 @@ use std::fmt;
 pub use certs::TestCerts;
 pub use etcd::{Etcd, EtcdBuilder};
 pub use proxy::{Proxy, ProxyMode};
+pub use queue::{queue, queue_keys, wait_queue_is, wait_queued};
 pub use wait::{closed_port, wait_until, within};
 
 /// Error returned by the harness: says what failed and, when a member failed
