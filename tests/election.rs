@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
+use locker::testing::{connect, connect_through};
 use locker::testing::{
     queue as candidates, queue_keys as candidate_keys, wait_queue_is as wait_candidates_are,
     wait_queued as wait_candidates,
@@ -43,29 +44,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 async fn start_etcd() -> Etcd {
     Etcd::single().await.expect("start a single-member etcd")
-}
-
-/// A client with its own connection to `endpoints`.
-async fn connect(endpoints: Vec<String>) -> Client {
-    within(
-        "connect",
-        WAIT,
-        Client::builder().endpoints(endpoints).connect(),
-    )
-    .await
-    .expect("connect to etcd")
-}
-
-/// A client that reaches etcd through `proxy`, with short timeouts so that a
-/// blackholed call gives up quickly.
-async fn connect_through(proxy: &Proxy) -> Client {
-    let builder = Client::builder()
-        .endpoints([proxy.url()])
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(1));
-    within("connect through the proxy", WAIT, builder.connect())
-        .await
-        .expect("connect to etcd through the proxy")
 }
 
 async fn leader(client: &Client, name: &str) -> Option<Holder> {

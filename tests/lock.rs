@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, closed_port, wait_until, within};
+use locker::testing::{connect, connect_through};
 use locker::testing::{queue, queue_keys, wait_queue_is, wait_queued};
 use locker::wire::etcdserverpb as pb;
 use locker::{
@@ -36,29 +37,6 @@ const FREED_WITHIN: Duration = Duration::from_secs(1);
 
 async fn start_etcd() -> Etcd {
     Etcd::single().await.expect("start a single-member etcd")
-}
-
-/// A client with its own connection to `endpoints`.
-async fn connect(endpoints: Vec<String>) -> Client {
-    within(
-        "connect",
-        WAIT,
-        Client::builder().endpoints(endpoints).connect(),
-    )
-    .await
-    .expect("connect to etcd")
-}
-
-/// A client that reaches etcd through `proxy`, with short timeouts so that a
-/// blackholed call gives up quickly.
-async fn connect_through(proxy: &Proxy) -> Client {
-    let builder = Client::builder()
-        .endpoints([proxy.url()])
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(1));
-    within("connect through the proxy", WAIT, builder.connect())
-        .await
-        .expect("connect to etcd through the proxy")
 }
 
 /// Asserts that nobody holds lock `name`.

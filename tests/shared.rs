@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use locker::testing::connect;
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
 use locker::testing::{queue, queue_keys, wait_queue_is, wait_queued};
 use locker::{Client, Error, KeyValue, LockGuard, Session, TryLock, WireKind, WireRecord, paths};
@@ -32,17 +33,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 async fn start_etcd() -> Etcd {
     Etcd::single().await.expect("start a single-member etcd")
-}
-
-/// A client with its own connection to `endpoints`.
-async fn connect(endpoints: Vec<String>) -> Client {
-    within(
-        "connect",
-        WAIT,
-        Client::builder().endpoints(endpoints).connect(),
-    )
-    .await
-    .expect("connect to etcd")
 }
 
 async fn session(client: &Client) -> Session {
