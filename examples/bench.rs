@@ -321,46 +321,71 @@ fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
 }
 
 /// locker's acquire transaction, as `tests/transcripts.rs` pins it down: if
-/// no key exists under `prefix`, put mine; else (unused here) put it if
-/// absent and read the holder and the two newest keys.
+/// no key exists under `prefix`, put mine; else (unused here) put it with
+/// `prev_kv` and read the holder and the two newest keys.
 fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
     use pb::request_op::Request;
     let key = format!("{prefix}{lease:x}");
+    let [holder, newest] = queue_reads(prefix);
+    let mut put = put_if_absent(&key, lease).success;
+    if let Some(Request::RequestPut(p)) = &mut put[0].request {
+        p.prev_kv = true;
+    }
+    pb::TxnRequest {
+        compare: vec![queue_empty(prefix)],
+        success: put_if_absent(&key, lease).success,
+        failure: put.into_iter().chain([holder, newest]).collect(),
+    }
+}
+
+/// The compare "no key under `prefix`".
+fn queue_empty(prefix: &str) -> pb::Compare {
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().unwrap() += 1;
-    let range = |sort_order, limit, keys_only| pb::RequestOp {
-        request: Some(Request::RequestRange(pb::RangeRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: end.clone(),
-            sort_order,
-            sort_target: pb::range_request::SortTarget::Create as i32,
-            limit,
-            keys_only,
-            ..Default::default()
-        })),
+    created_at(prefix, end, 0)
+}
+
+/// The reads a busy acquire sends: the holder (the oldest key under
+/// `prefix`) and the two newest keys, keys only.
+fn queue_reads(prefix: &str) -> [pb::RequestOp; 2] {
+    use pb::request_op::Request;
+    let newest = match first_owner(prefix).request {
+        Some(Request::RequestRange(r)) => pb::RangeRequest {
+            sort_order: pb::range_request::SortOrder::Descend as i32,
+            limit: 2,
+            keys_only: true,
+            ..r
+        },
+        _ => unreachable!("the first-owner read is a range"),
     };
-    let asc = pb::range_request::SortOrder::Ascend as i32;
-    let desc = pb::range_request::SortOrder::Descend as i32;
-    let queue_empty = created_at(prefix, end.clone(), 0);
-    let mut put_mine = put_if_absent(&key, lease);
-    put_mine.success.push(range(asc, 1, false));
-    put_mine.success.push(range(desc, 2, true));
-    put_mine.failure = vec![
+    [
+        first_owner(prefix),
+        pb::RequestOp {
+            request: Some(Request::RequestRange(newest)),
+        },
+    ]
+}
+
+/// The queueing branch of locker 0.2 before issue 16, a transaction of its
+/// own: if my key is absent, put it and read the holder and the two newest
+/// keys; else read mine and the holder.
+fn put_mine_nested(prefix: &str, lease: i64) -> pb::TxnRequest {
+    use pb::request_op::Request;
+    let key = format!("{prefix}{lease:x}");
+    let [holder, newest] = queue_reads(prefix);
+    let mut t = put_if_absent(&key, lease);
+    t.success.push(holder.clone());
+    t.success.push(newest);
+    t.failure = vec![
         pb::RequestOp {
             request: Some(Request::RequestRange(pb::RangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
             })),
         },
-        range(asc, 1, false),
+        holder,
     ];
-    pb::TxnRequest {
-        compare: vec![queue_empty],
-        success: put_if_absent(&key, lease).success,
-        failure: vec![pb::RequestOp {
-            request: Some(Request::RequestTxn(put_mine)),
-        }],
-    }
+    t
 }
 
 /// The sequential modes (floor, session_cycle, lease_cycle), interleaved op
@@ -661,26 +686,24 @@ async fn many(eps: &[String], n: usize) {
 /// How a raw acquire is shaped (`baseline` mode's variants).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Acq {
-    /// locker's: compare the whole `{name}/` range; else a nested txn
-    /// (put mine if absent, read the holder and the two newest keys; else
-    /// read mine and the holder).
+    /// locker's: compare the whole `{name}/` range; else put mine with
+    /// `prev_kv` and read the holder and the two newest keys.
     Locker,
-    /// locker's without the nested queueing branch (the failure is empty).
-    NoNested,
-    /// locker's without the two-newest read in the nested branch.
+    /// locker's without the queueing branch (the failure is empty).
+    NoQueueing,
+    /// locker's without the two-newest read in the queueing branch.
     NoNewest,
     /// etcd's Go recipe: compare my key only, `create(mine) == 0`; then put
     /// it and read the first owner, else read mine and the first owner.
     SingleKey,
-    /// The proposed flat acquire: compare my key only; then put it and read
-    /// the holder and the two newest keys (what locker's nested branch reads
-    /// after its put), else read mine and the holder. No nested txn, no
-    /// compare over the range.
+    /// A flat acquire: compare my key only; then put it and read the holder
+    /// and the two newest keys, else read mine and the holder. No nested
+    /// txn, no compare over the range.
     Flat,
-    /// locker's top compare kept, the nested txn's put made unconditional
-    /// in the failure branch (a put on my existing key keeps its create
-    /// revision): put mine, read the holder and the two newest keys.
-    Unnested,
+    /// locker 0.2 before issue 16: the range compare; else a nested txn
+    /// (put mine if absent and read the holder and the two newest keys;
+    /// else read mine and the holder).
+    Nested,
 }
 
 /// How a raw release is shaped.
@@ -720,12 +743,12 @@ const BASE: [Base; 11] = [
     Base::Raw("raw_locker", Acq::Locker, Rel::Guarded),
     Base::Raw("raw_go_recipe", Acq::SingleKey, Rel::Plain),
     Base::Raw("v_plain_delete", Acq::Locker, Rel::Plain),
-    Base::Raw("v_no_nested", Acq::NoNested, Rel::Guarded),
+    Base::Raw("v_no_queueing_branch", Acq::NoQueueing, Rel::Guarded),
     Base::Raw("v_no_newest", Acq::NoNewest, Rel::Guarded),
     Base::Raw("v_single_key", Acq::SingleKey, Rel::Guarded),
     Base::Raw("v_single_key_no_reads", Acq::SingleKey, Rel::Guarded),
-    Base::Raw("proposed_flat", Acq::Flat, Rel::Guarded),
-    Base::Raw("proposed_unnested", Acq::Unnested, Rel::Guarded),
+    Base::Raw("flat", Acq::Flat, Rel::Guarded),
+    Base::Raw("before_nested", Acq::Nested, Rel::Guarded),
 ];
 
 /// The first-owner read of etcd's Go recipe (and locker's holder read):
@@ -752,34 +775,22 @@ fn acquire_variant(acq: Acq, prefix: &str, lease: i64, reads: bool) -> pb::TxnRe
     let key = format!("{prefix}{lease:x}");
     match acq {
         Acq::Locker => acquire_shaped(prefix, lease),
-        Acq::NoNested => pb::TxnRequest {
+        Acq::NoQueueing => pb::TxnRequest {
             failure: vec![],
             ..acquire_shaped(prefix, lease)
         },
         Acq::NoNewest => {
             let mut t = acquire_shaped(prefix, lease);
-            if let Some(Request::RequestTxn(nested)) = &mut t.failure[0].request {
-                nested.success.truncate(2);
-            }
+            t.failure.truncate(2);
             t
         }
-        Acq::Flat => {
-            // locker's nested txn, lifted to the top: its compare (my key
-            // absent) and both its branches.
-            let t = acquire_shaped(prefix, lease);
-            match t.failure.into_iter().next().and_then(|o| o.request) {
-                Some(Request::RequestTxn(nested)) => nested,
-                _ => unreachable!("locker's acquire has a nested txn"),
-            }
-        }
-        Acq::Unnested => {
-            let t = acquire_shaped(prefix, lease);
-            let failure = match t.failure.first().and_then(|o| o.request.clone()) {
-                Some(Request::RequestTxn(nested)) => nested.success,
-                _ => unreachable!("locker's acquire has a nested txn"),
-            };
-            pb::TxnRequest { failure, ..t }
-        }
+        Acq::Flat => put_mine_nested(prefix, lease),
+        Acq::Nested => pb::TxnRequest {
+            failure: vec![pb::RequestOp {
+                request: Some(Request::RequestTxn(put_mine_nested(prefix, lease))),
+            }],
+            ..acquire_shaped(prefix, lease)
+        },
         Acq::SingleKey => {
             let mut t = put_if_absent(&key, lease);
             if reads {

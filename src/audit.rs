@@ -217,13 +217,23 @@ impl Describe for pb::PutRequest {
         if self.lease != 0 {
             let _ = write!(s, " lease={:x}", self.lease);
         }
+        if self.prev_kv {
+            s.push_str(" prev_kv");
+        }
         s
     }
 }
 
 impl Describe for pb::PutResponse {
     fn describe(&self) -> String {
-        rev(&self.header)
+        match &self.prev_kv {
+            Some(prev) => format!(
+                "{} prev={}",
+                rev(&self.header),
+                kvs(std::slice::from_ref(prev))
+            ),
+            None => rev(&self.header),
+        }
     }
 }
 
@@ -293,7 +303,10 @@ impl Describe for pb::TxnResponse {
             .iter()
             .map(|r| match &r.response {
                 Some(R::ResponseRange(r)) => format!("range count={} kvs={}", r.count, kvs(&r.kvs)),
-                Some(R::ResponsePut(_)) => "put".to_owned(),
+                Some(R::ResponsePut(r)) => match &r.prev_kv {
+                    Some(prev) => format!("put prev={}", kvs(std::slice::from_ref(prev))),
+                    None => "put".to_owned(),
+                },
                 Some(R::ResponseDeleteRange(r)) => format!("delete deleted={}", r.deleted),
                 Some(R::ResponseTxn(r)) => format!("txn {{{}}}", r.describe()),
                 None => "?".to_owned(),

@@ -28,7 +28,10 @@ pub enum ElectionEvent {
         /// The revision at which it was leader.
         revision: Revision,
     },
-    /// The leader proclaimed a new value (a put of its key) at `revision`.
+    /// The leader proclaimed a value (a put of its key) at `revision`. Every
+    /// put of the leader's key is one, as for etcd's observers: also one
+    /// that leaves the value as it was (the same proclamation again, or a
+    /// campaign resent or resumed on the leader's lease).
     Proclaimed {
         /// The leader's key.
         key: String,

@@ -5,7 +5,7 @@
 use crate::client::{Client, Retry, header, paths};
 use crate::error::{Error, Result};
 use crate::types::{KeyValue, LeaseId, Revision};
-use crate::wire::etcdserverpb as pb;
+use crate::wire::{etcdserverpb as pb, mvccpb};
 use pb::request_op::Request as Op;
 use pb::response_op::Response as OpResp;
 
@@ -40,8 +40,9 @@ pub(crate) struct Queued {
     pub(crate) turn: Turn,
     /// The first holder, when the answer read it.
     pub(crate) holder: Option<KeyValue>,
-    /// The value of my key, when the acquire found it already there (a
-    /// resent acquire, or a restarted process on its old lease).
+    /// The value of my key, when a try found it already there (a restarted
+    /// process on its old lease) and left it as it was. A queueing acquire
+    /// writes my value in any case.
     pub(crate) found: Option<Vec<u8>>,
 }
 
@@ -73,35 +74,36 @@ pub(crate) async fn acquire(client: &Client, a: &Acquire<'_>, mode: Mode) -> Res
 }
 
 /// The acquire `Txn`: if no blocker exists, put my key: I hold. Otherwise
-/// (queueing) a nested transaction: if my key does not exist, put it and
-/// read what the rule needs to place it; else read it back with the
-/// holders. A try reads my key and the holders and puts nothing.
+/// (queueing) put my key anyway, asking for the key it replaces, and read
+/// what the rule needs to place it. A put keeps an existing key's create
+/// revision, so a resent acquire (or a restart on the same lease) keeps its
+/// place; the replaced key tells that it was there. A try reads my key and
+/// the holders and puts nothing.
 pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
-    let put = Op::RequestPut(pb::PutRequest {
-        key: a.key.as_bytes().to_vec(),
-        value: a.value.to_vec(),
-        lease: a.lease.0,
-        prev_kv: false,
-    });
-    let read_mine = Op::RequestRange(pb::RangeRequest {
-        key: a.key.as_bytes().to_vec(),
-        ..Default::default()
-    });
-    let reads = |rs: Vec<pb::RangeRequest>| rs.into_iter().map(Op::RequestRange);
-    let read_back: Vec<Op> = std::iter::once(read_mine)
-        .chain(reads(a.rule.holder_reads(a.prefix)))
-        .collect();
-    let failure = match mode {
-        Mode::OnlyIfFree => read_back,
-        Mode::Queue => vec![Op::RequestTxn(pb::TxnRequest {
-            compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
-            success: std::iter::once(put.clone())
-                .chain(reads(a.rule.after_put_reads(a.prefix)))
-                .map(op)
-                .collect(),
-            failure: read_back.into_iter().map(op).collect(),
-        })],
+    let put = |prev_kv| {
+        Op::RequestPut(pb::PutRequest {
+            key: a.key.as_bytes().to_vec(),
+            value: a.value.to_vec(),
+            lease: a.lease.0,
+            prev_kv,
+        })
     };
+    let reads = |rs: Vec<pb::RangeRequest>| rs.into_iter().map(Op::RequestRange);
+    let failure: Vec<Op> = match mode {
+        Mode::OnlyIfFree => {
+            let read_mine = Op::RequestRange(pb::RangeRequest {
+                key: a.key.as_bytes().to_vec(),
+                ..Default::default()
+            });
+            std::iter::once(read_mine)
+                .chain(reads(a.rule.holder_reads(a.prefix)))
+                .collect()
+        }
+        Mode::Queue => std::iter::once(put(true))
+            .chain(reads(a.rule.after_put_reads(a.prefix)))
+            .collect(),
+    };
+    let put = put(false);
     if !a.rule.agreed_limit {
         return pb::TxnRequest {
             compare: a.rule.none_exist(a.prefix),
@@ -193,32 +195,31 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
     } else {
         resp
     };
-    let inner = match mode {
-        Mode::OnlyIfFree => resp,
-        Mode::Queue => nested(resp)?,
-    };
     let per_read = a.rule.ranges(a.prefix).len();
-    if mode == Mode::Queue && inner.succeeded {
-        // My key was created now: it is the newest key.
-        let answers = ranges(inner, 2 * per_read)?;
-        let mine = Revision(rev);
+    if mode == Mode::Queue {
+        let answers = ranges(resp, 2 * per_read)?;
+        let holders = &answers[..per_read];
+        let (mine, turn) = match replaced(resp)? {
+            // My key was created now: it is the newest key.
+            None => (
+                Revision(rev),
+                a.rule.judge_after_put(Revision(rev), &answers),
+            ),
+            // My key was there already and keeps its place.
+            Some(mine) => (mine, a.rule.judge_holders(mine, holders)),
+        };
         return Ok(Queued {
             rev: mine,
-            turn: a.rule.judge_after_put(mine, &answers),
-            holder: a.rule.first_holder(&answers[..per_read]),
+            turn,
+            holder: a.rule.first_holder(holders),
+            // Either way my key now holds my value.
             found: None,
         });
     }
-    let answers = ranges(inner, 1 + per_read)?;
+    let answers = ranges(resp, 1 + per_read)?;
     let (mine, holders) = (answers[0], &answers[1..]);
     let rev = match mine.kvs.first() {
-        Some(kv) if kv.create_revision > 0 => Revision(kv.create_revision),
-        Some(kv) => {
-            return Err(protocol(format!(
-                "my key has create revision {}",
-                kv.create_revision
-            )));
-        }
+        Some(kv) => created(kv)?,
         None => Revision(0), // a try, and someone else is there
     };
     Ok(Queued {
@@ -227,6 +228,23 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
         holder: a.rule.first_holder(holders),
         found: mine.kvs.first().map(|kv| kv.value.clone()),
     })
+}
+
+/// The create revision of my key as the queueing put found it (`None`:
+/// the put created it), from the put's answer, first in `resp`.
+fn replaced(resp: &pb::TxnResponse) -> Result<Option<Revision>> {
+    match resp.responses.first().and_then(|r| r.response.as_ref()) {
+        Some(OpResp::ResponsePut(put)) => put.prev_kv.as_ref().map(created).transpose(),
+        _ => Err(protocol("the answer has no put of my key first".into())),
+    }
+}
+
+/// My key's create revision, as read back.
+fn created(kv: &mvccpb::KeyValue) -> Result<Revision> {
+    match kv.create_revision {
+        rev if rev > 0 => Ok(Revision(rev)),
+        rev => Err(protocol(format!("my key has create revision {rev}"))),
+    }
 }
 
 /// The transaction nested first in `resp`'s answers.
@@ -331,17 +349,22 @@ mod tests {
     }
 
     #[test]
-    fn the_queueing_acquire_is_one_txn_with_a_nested_branch() {
+    fn the_queueing_acquire_is_one_txn_without_a_nested_branch() {
         let req = request(&acquire_of("n/1f"), Mode::Queue);
         assert_eq!(req.compare.len(), 1);
         assert_eq!(req.compare[0].range_end, b"n0");
-        assert!(matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f));
-        let Some(Op::RequestTxn(nested)) = &req.failure[0].request else {
-            panic!("no nested txn: {req:?}")
-        };
-        assert_eq!(nested.compare[0].key, b"n/1f");
-        assert_eq!(nested.success.len(), 3, "put, holder, newest two");
-        assert_eq!(nested.failure.len(), 2, "my key, holder");
+        assert!(
+            matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f && !p.prev_kv)
+        );
+        assert_eq!(req.failure.len(), 3, "put, holder, newest two");
+        assert!(
+            matches!(req.failure[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f && p.prev_kv)
+        );
+        assert!(
+            req.failure[1..]
+                .iter()
+                .all(|o| matches!(o.request, Some(Op::RequestRange(_))))
+        );
         // A try puts nothing when the lock is busy.
         let t = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
         assert_eq!(t.failure.len(), 2);
@@ -350,6 +373,20 @@ mod tests {
                 .iter()
                 .all(|o| matches!(o.request, Some(Op::RequestRange(_))))
         );
+    }
+
+    fn put_answer(prev: Option<(&str, i64)>) -> pb::ResponseOp {
+        pb::ResponseOp {
+            response: Some(OpResp::ResponsePut(pb::PutResponse {
+                header: header(9),
+                prev_kv: prev.map(|(k, r)| mvccpb::KeyValue {
+                    key: k.as_bytes().to_vec(),
+                    create_revision: r,
+                    value: b"old".to_vec(),
+                    ..Default::default()
+                }),
+            })),
+        }
     }
 
     #[test]
@@ -364,23 +401,18 @@ mod tests {
         assert!(q.holds());
         assert_eq!(q.rev, Revision(7));
 
-        let queued = pb::TxnResponse {
+        let queued = |prev| pb::TxnResponse {
             header: header(9),
             succeeded: false,
-            responses: vec![pb::ResponseOp {
-                response: Some(OpResp::ResponseTxn(pb::TxnResponse {
-                    header: header(9),
-                    succeeded: true,
-                    responses: vec![
-                        pb::ResponseOp::default(),
-                        range(&[("n/a", 3)]),
-                        range(&[("n/1f", 9), ("n/a", 3)]),
-                    ],
-                })),
-            }],
+            responses: vec![
+                put_answer(prev),
+                range(&[("n/a", 3)]),
+                range(&[("n/1f", 9), ("n/a", 3)]),
+            ],
         };
-        let q = read_answer(&a, Mode::Queue, &queued).unwrap();
+        let q = read_answer(&a, Mode::Queue, &queued(None)).unwrap();
         assert!(!q.holds());
+        assert_eq!(q.rev, Revision(9));
         assert!(matches!(q.turn, Turn::Wait { last: true, .. }));
         assert_eq!(q.holder.unwrap().key, b"n/a");
 
@@ -392,6 +424,47 @@ mod tests {
         let q = read_answer(&a, Mode::OnlyIfFree, &busy).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(0));
+    }
+
+    #[test]
+    fn a_resent_acquire_keeps_the_place_its_key_had() {
+        let a = acquire_of("n/1f");
+        // My key was there since revision 2, before the other key: I hold,
+        // with my key's first create revision as the token.
+        let answer = pb::TxnResponse {
+            header: header(9),
+            succeeded: false,
+            responses: vec![
+                put_answer(Some(("n/1f", 2))),
+                range(&[("n/1f", 2)]),
+                range(&[("n/a", 3), ("n/1f", 2)]),
+            ],
+        };
+        let q = read_answer(&a, Mode::Queue, &answer).unwrap();
+        assert!(q.holds());
+        assert_eq!(q.rev, Revision(2));
+        assert_eq!(q.found, None, "the put wrote my value");
+        // Behind another: it waits (where is read next), at its old place.
+        let behind = pb::TxnResponse {
+            responses: vec![
+                put_answer(Some(("n/1f", 5))),
+                range(&[("n/a", 3)]),
+                range(&[("n/1f", 5), ("n/a", 3)]),
+            ],
+            ..answer
+        };
+        let q = read_answer(&a, Mode::Queue, &behind).unwrap();
+        assert_eq!(q.rev, Revision(5));
+        assert_eq!(q.turn, Turn::Unknown);
+        // A replaced key without a create revision is not believed.
+        let bad = pb::TxnResponse {
+            responses: vec![put_answer(Some(("n/1f", 0))), range(&[]), range(&[])],
+            ..behind
+        };
+        assert!(matches!(
+            read_answer(&a, Mode::Queue, &bad),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]
