@@ -11,235 +11,30 @@
 //! command left running by a `kill -9`ed locker goes too.
 #![cfg(all(feature = "testing", feature = "cli"))]
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use locker::testing::Etcd;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::time::{Instant, sleep, timeout};
+use tokio::process::Command;
+use tokio::time::{Instant, sleep};
 
-const LOCKER: &str = env!("CARGO_BIN_EXE_locker");
-
-/// Environment variables that would change how locker (or etcdctl) behaves.
-const ENV_TO_CLEAR: &[&str] = &[
-    "LOCKER_ENDPOINTS",
-    "ETCDCTL_ENDPOINTS",
-    "LOCKER_CONNECT_TIMEOUT",
-    "LOCKER_REQUEST_TIMEOUT",
-    "LOCKER_USER",
-    "LOCKER_PASSWORD",
-    "LOCKER_CACERT_FILE",
-    "LOCKER_CERT_FILE",
-    "LOCKER_KEY_FILE",
-    "LOCKER_WIRE_LOG",
-    "LOCKER_KEY",
-    "LOCKER_FENCING_TOKEN",
-    "ETCD_LOCK_KEY",
-    "ETCD_LOCK_REV",
-];
-
-/// Limit for a step that should take well under a second.
-const SHORT: Duration = Duration::from_secs(15);
-
-/// An election name no other test uses.
-fn unique(test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "cli-elect/{test}/{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-async fn etcd() -> Etcd {
-    match Etcd::single().await {
-        Ok(e) => e,
-        Err(e) => panic!("cannot start etcd for the test: {e}"),
-    }
-}
-
-/// `locker --endpoints EP ARGS`, with a clean environment, in a process group
-/// of its own.
-fn locker(endpoint: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(LOCKER);
-    for v in ENV_TO_CLEAR {
-        c.env_remove(v);
-    }
-    c.arg("--endpoints").arg(endpoint).args(args);
-    c.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
-    c
-}
+mod common;
+use common::{Proc, Run, SHORT, alive, etcd, locker, prepare, run, unique};
 
 /// `etcdctl --endpoints=EP ARGS` (v3 API), in a process group of its own.
 fn etcdctl(endpoint: &str, args: &[&str]) -> Command {
     let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".to_owned());
     let mut c = Command::new(bin);
-    for v in ENV_TO_CLEAR {
-        c.env_remove(v);
-    }
+    prepare(&mut c);
     c.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .args(args);
-    c.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
     c
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
-
-/// A finished command.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to its end, within `limit`.
-async fn run(cmd: Command, limit: Duration) -> Run {
-    let mut p = Proc::spawn(cmd);
-    let code = p.exit(limit).await;
-    Run {
-        code,
-        stdout: p.stdout().join("\n"),
-        stderr: p.stderr(),
-    }
 }
 
 /// Asserts that stderr holds exactly one line, `locker: ...`, and stdout nothing.
 fn assert_one_error_line(r: &Run) {
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr: {r:?}");
-    assert!(lines[0].starts_with("locker: "), "no prefix: {r:?}");
-    assert!(!r.stderr.contains("panicked"), "{r:?}");
+    common::assert_one_error_line(r);
     assert_eq!(r.stdout, "", "{r:?}");
-}
-
-/// A running process (the leader of its own process group) whose stdout and
-/// stderr are collected line by line. Dropping it kills the whole group.
-struct Proc {
-    child: Child,
-    pid: i32,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(reader: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            into.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
-        let pid = i32::try_from(child.id().expect("a pid")).expect("a pid fits i32");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
-        Proc {
-            child,
-            pid,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-
-    /// Waits until stdout has more than `skip` lines and one after the first
-    /// `skip` satisfies `pred`; returns its index and text.
-    async fn line_after(
-        &self,
-        skip: usize,
-        what: &str,
-        limit: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> (usize, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let lines = self.stdout();
-            if let Some((i, l)) = lines.iter().enumerate().skip(skip).find(|(_, l)| pred(l)) {
-                return (i, l.clone());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stdout line {what} within {limit:?}; stdout: {lines:?}; stderr: {:?}",
-                self.stderr()
-            );
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn line(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
-        self.line_after(0, what, limit, pred).await.1
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet.
-        let rc = unsafe { libc::kill(self.pid, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid);
-    }
-
-    /// Waits for the process to exit, within `limit`; returns its exit code.
-    async fn exit(&mut self, limit: Duration) -> i32 {
-        match timeout(limit, self.child.wait()).await {
-            Ok(status) => {
-                let code = exit_code(status.expect("wait"));
-                // Let the readers drain what is left in the pipes.
-                sleep(Duration::from_millis(50)).await;
-                code
-            }
-            Err(_) => panic!(
-                "process {} did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
-                self.pid,
-                self.stdout(),
-                self.stderr()
-            ),
-        }
-    }
-
-    fn has_exited(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_some()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: as above. The group id is the pid of a process this test
-        // started; what is left of the group (a command orphaned by a
-        // `kill -9`ed locker, say) goes with it. SIGKILL also ends a stopped
-        // process.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 /// The live keys under `NAME/`, as (key, create revision), oldest first:
