@@ -347,3 +347,111 @@ async fn a_lock_on_a_resumed_session_does_not_wait_behind_its_own_old_key_of_ano
     within("close", STEP, resumed.close()).await.expect("close");
     drop(old);
 }
+
+/// The same with a semaphore of 2, whose waiters watch two keys each: a
+/// late copy of a waiter's acquire rewrites its key while the waiter
+/// behind it watches it. Nobody is admitted early (never more than 2), the
+/// resent waiter keeps its token, and `watch_lock` reports exactly the
+/// changes of holders, none for the rewrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
+    const NAME: &str = "sem-late";
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let w_client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let direct = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let x_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let sem = direct.semaphore(NAME, 2);
+    let a = within("a", STEP, sem.acquire()).await.expect("a");
+    let b = within("b", STEP, sem.acquire()).await.expect("b");
+    let mut events = within("watch_lock", STEP, direct.watch_lock(NAME))
+        .await
+        .expect("watch_lock");
+    let w_session = within("session", STEP, w_client.session(Duration::from_secs(15)))
+        .await
+        .expect("session");
+    let w_key = format!("{NAME}/permit/{}", w_session.lease());
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let w = tokio::spawn(
+        w_session
+            .semaphore(NAME, 2)
+            .acquire()
+            .timeout(STEP)
+            .into_future(),
+    );
+    wait_queued(&direct, NAME, 3).await;
+    let w_rev = get(&direct, &w_key)
+        .await
+        .expect("the waiter's key")
+        .create_revision;
+    let x = tokio::spawn(
+        x_client
+            .semaphore(NAME, 2)
+            .acquire()
+            .timeout(STEP)
+            .into_future(),
+    );
+    wait_queued(&direct, NAME, 4).await;
+    wait_until("the late copy rewrote the waiter's key", STEP, || async {
+        direct
+            .get(&w_key)
+            .await
+            .is_ok_and(|kv| kv.is_some_and(|kv| kv.version == 2))
+    })
+    .await;
+    proxy.set_mode(ProxyMode::Pass);
+    for (g, who) in [(&a, "a"), (&b, "b")] {
+        within("guarded put", STEP, g.put("data", who))
+            .await
+            .expect("a holder still holds");
+    }
+    assert!(!w.is_finished(), "a third permit was granted");
+    assert!(!x.is_finished(), "a third permit was granted");
+    let (a_key, b_key) = (a.key().to_owned(), b.key().to_owned());
+    within("a release", STEP, a.release())
+        .await
+        .expect("a release");
+    let w = within("the waiter", STEP, w)
+        .await
+        .expect("task")
+        .expect("the waiter's permit");
+    assert_eq!(w.fencing_token(), w_rev);
+    assert!(!x.is_finished(), "a third permit was granted");
+    within("b release", STEP, b.release())
+        .await
+        .expect("b release");
+    let x = within("the last waiter", STEP, x)
+        .await
+        .expect("task")
+        .expect("the last waiter's permit");
+    let x_key = x.key().to_owned();
+    for g in [w, x] {
+        within("release", STEP, g.release()).await.expect("release");
+    }
+    wait_queued(&direct, NAME, 0).await;
+    let mut seen = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        seen.push(match ev.expect("an event") {
+            locker::LockEvent::Snapshot { holder, .. } => {
+                format!("snapshot {}", holder.map_or(String::new(), |h| h.key))
+            }
+            locker::LockEvent::Acquired { holder, .. } => format!("acquired {}", holder.key),
+            locker::LockEvent::Released { holder, .. } => format!("released {}", holder.key),
+            other => format!("{other:?}"),
+        });
+    }
+    let expected = [
+        format!("snapshot {a_key}"),
+        format!("acquired {b_key}"),
+        format!("released {a_key}"),
+        format!("acquired {w_key}"),
+        format!("released {b_key}"),
+        format!("acquired {x_key}"),
+        format!("released {w_key}"),
+        format!("released {x_key}"),
+    ];
+    assert_eq!(seen, expected);
+    within("close", STEP, w_session.close())
+        .await
+        .expect("close");
+}
