@@ -108,6 +108,8 @@ fn writer_ranges(name: &str) -> [String; 2] {
     ]
 }
 
+/// A reader's own key is no blocker, so its free branch may find the key
+/// there (a resent or resumed read lock): both puts ask for what they replace.
 fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     let [a, b] = writer_ranges(name);
@@ -116,7 +118,7 @@ fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
         "range {a} sort=create:desc limit=2 keys_only, range {b} sort=create:desc limit=2 keys_only"
     );
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create({a}) == 0, create({b}) == 0] then [{put}] else [{put} prev_kv, {holders}, {newest}]"
+        "call /etcdserverpb.KV/Txn txn if [create({a}) == 0, create({b}) == 0] then [{put} prev_kv] else [{put} prev_kv, {holders}, {newest}]"
     )
 }
 

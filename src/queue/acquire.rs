@@ -103,7 +103,10 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
             .chain(reads(a.rule.after_put_reads(a.prefix)))
             .collect(),
     };
-    let put = put(false);
+    // A reader's own key is no blocker: with no writer, its put takes the
+    // free branch even when the key is there already (a resent acquire, a
+    // resumed session), and the key it replaces tells its create revision.
+    let put = put(!a.rule.own_key_blocks());
     if !a.rule.agreed_limit {
         return pb::TxnRequest {
             compare: a.rule.none_exist(a.prefix),
@@ -178,9 +181,14 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
         )));
     }
     if resp.succeeded {
-        // No blocker: my key is the holder.
+        // No blocker: my key is the holder, created now unless the put
+        // replaced it (then it keeps its create revision: a reader's).
+        let replaced = resp.responses.iter().rev().find_map(|r| match &r.response {
+            Some(OpResp::ResponsePut(put)) => put.prev_kv.as_ref(),
+            _ => None,
+        });
         return Ok(Queued {
-            rev: Revision(rev),
+            rev: replaced.map_or(Ok(Revision(rev)), created)?,
             turn: Turn::Mine,
             holder: None,
             found: None,
@@ -465,6 +473,37 @@ mod tests {
             read_answer(&a, Mode::Queue, &bad),
             Err(Error::Protocol { .. })
         ));
+    }
+
+    /// A reader's key is no blocker: with no writer, a resent or resumed
+    /// read lock takes the free branch with its key already there. The put
+    /// asks for the key it replaces, whose create revision stays the token.
+    #[test]
+    fn a_readers_free_put_that_replaced_its_key_keeps_its_create_revision() {
+        let a = Acquire {
+            rule: Rule::READER,
+            ..acquire_of("n/read/1f")
+        };
+        for mode in [Mode::Queue, Mode::OnlyIfFree] {
+            let req = request(&a, mode);
+            assert!(
+                matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.prev_kv),
+                "{mode:?}"
+            );
+        }
+        // A mutex's free branch cannot find its key: no prev_kv asked.
+        let m = request(&acquire_of("n/1f"), Mode::Queue);
+        assert!(matches!(m.success[0].request, Some(Op::RequestPut(ref p)) if !p.prev_kv));
+        let free = |prev| pb::TxnResponse {
+            header: header(9),
+            succeeded: true,
+            responses: vec![put_answer(prev)],
+        };
+        let q = read_answer(&a, Mode::Queue, &free(Some(("n/read/1f", 4)))).unwrap();
+        assert!(q.holds());
+        assert_eq!(q.rev, Revision(4));
+        let q = read_answer(&a, Mode::OnlyIfFree, &free(None)).unwrap();
+        assert_eq!(q.rev, Revision(9));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::acquire::{Acquire, Mode, acquire};
 use super::held::Held;
 use super::key;
-use super::release::{CancelCleanup, LeaseUse, leave, remove_stale};
+use super::release::{CancelCleanup, LeaseUse, leave, remove_inherited, remove_stale};
 use super::rule::Rule;
 use super::wait::{Place, wait_turn};
 use crate::client::Client;
@@ -97,7 +97,8 @@ impl Entry {
     }
 
     /// The start shared by waiting and trying: get the lease, reserve the
-    /// name on it, remove what an earlier request left under the key.
+    /// name on it, remove what an earlier request left under the key (and,
+    /// on a resumed session, what the earlier run left in other shapes).
     async fn ready(&self) -> Result<Ready> {
         let (session, lease_use) = self.lease().await?;
         let stale = session.reserve(&self.name).await?;
@@ -112,6 +113,7 @@ impl Entry {
             armed: true,
         };
         remove_stale(&session, &self.name, stale).await?;
+        remove_inherited(&session, &self.name, &key).await?;
         let value = self.value.clone().unwrap_or_else(key::default_value);
         Ok(Ready {
             session,

@@ -88,6 +88,30 @@ pub(crate) async fn remove_stale(
     Ok(())
 }
 
+/// On a session resumed on an earlier lease, deletes the keys the earlier
+/// run left under `name` in other shapes than `mine` (a reader's key before
+/// a writer's request, a permit before a lock): nothing else ever removes
+/// them while the session lives, and `mine` would wait behind them. A key of
+/// the same shape is `mine`, and keeps its place.
+///
+/// # Errors
+/// Network errors; the name is then checked again by its next request.
+pub(crate) async fn remove_inherited(session: &SessionInner, name: &str, mine: &str) -> Result<()> {
+    if !session.may_inherit(name) {
+        return Ok(());
+    }
+    for key in Rule::every_shape(name, session.lease) {
+        if key == mine {
+            continue;
+        }
+        if let Err(e) = delete_queued(&session.client, &key).await {
+            session.inherited_left(name);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Leaves nothing queued, now, for a request that ends without holding:
 /// revokes a lease of its own, or deletes the key on a session (the name
 /// is marked first, so that a drop while the delete is in flight still

@@ -134,6 +134,12 @@ impl Rule {
         ]
     }
 
+    /// Whether my own key is one of the blockers (all but a reader's): a
+    /// free branch then never finds my key there already.
+    pub(crate) fn own_key_blocks(&self) -> bool {
+        self.blockers == Blockers::All
+    }
+
     /// The key ranges that hold blockers, as `(key, range_end)`.
     pub(crate) fn ranges(&self, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let p = prefix.as_bytes();

@@ -1,6 +1,6 @@
 //! One lease: its grant, its local deadline and lost signal, its revoke.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,10 @@ pub(crate) struct SessionInner {
     keepalive: Mutex<Option<JoinHandle<()>>>,
     /// What this session knows of each name it queued for.
     pub(super) names: Mutex<HashMap<String, Slot>>,
+    /// On a session resumed on an earlier lease: the names used since, whose
+    /// keys left by the earlier run in other shapes are gone (`None`: a
+    /// session of a new lease, which has no earlier run).
+    pub(super) inherited: Option<Mutex<HashSet<String>>>,
 }
 
 impl SessionInner {
@@ -77,11 +81,18 @@ impl SessionInner {
             LeaseId(resp.id),
             granted,
             plus_ttl(sent, resp.ttl),
+            false,
         ))
     }
 
     /// The session of a live lease, and its keepalive task (which it owns).
-    fn start(client: &Client, lease: LeaseId, ttl: Duration, deadline: Instant) -> Arc<Self> {
+    fn start(
+        client: &Client,
+        lease: LeaseId,
+        ttl: Duration,
+        deadline: Instant,
+        resumed: bool,
+    ) -> Arc<Self> {
         let (state, _) = watch::channel(LeaseState::Alive { deadline });
         let inner = Arc::new(SessionInner {
             client: client.clone(),
@@ -90,6 +101,7 @@ impl SessionInner {
             state,
             keepalive: Mutex::new(None),
             names: Mutex::new(HashMap::new()),
+            inherited: resumed.then(|| Mutex::new(HashSet::new())),
         });
         let task = tokio::spawn(keepalive_loop(
             client.clone(),
@@ -122,6 +134,7 @@ impl SessionInner {
             lease,
             granted,
             plus_ttl(sent, resp.ttl),
+            true,
         ))
     }
 

@@ -98,9 +98,15 @@ impl Client {
     /// Resumes a session on a lease granted earlier, for a process that
     /// restarted and kept the lease id (within its TTL): the lease is kept
     /// alive from now on, and a lock or campaign on the session finds its
-    /// old key and keeps its place (etcd's `ResumeElection`).
+    /// old key and keeps its place (etcd's `ResumeElection`). A key the
+    /// earlier run left under a name in another shape (its read lock, when
+    /// a write lock is asked for now; a permit, when a lock) is deleted by
+    /// the first request for that name: it would block that request, and
+    /// nothing would remove it while the lease lives.
     ///
-    /// Wire calls: one `Lease/LeaseTimeToLive`.
+    /// Wire calls: one `Lease/LeaseTimeToLive`. Later, the first request
+    /// for each name on the session first sends one `KV/Range` per other
+    /// shape, and one `KV/Txn` (a guarded delete) per key found.
     ///
     /// # Errors
     /// [`Error::LeaseExpired`] when the lease is gone; network errors.

@@ -89,6 +89,24 @@ impl SessionInner {
         }
     }
 
+    /// On a session resumed on an earlier lease, whether `name` may still
+    /// hold keys of the earlier run in another shape than the one asked for
+    /// now (first use of the name here); the caller removes them, or calls
+    /// [`inherited_left`](Self::inherited_left) when it could not.
+    pub(crate) fn may_inherit(&self, name: &str) -> bool {
+        self.inherited
+            .as_ref()
+            .is_some_and(|seen| crate::rt::lock(seen).insert(name.to_owned()))
+    }
+
+    /// The keys of an earlier run under `name` could not be removed: the
+    /// next request for the name tries again.
+    pub(crate) fn inherited_left(&self, name: &str) {
+        if let Some(seen) = &self.inherited {
+            crate::rt::lock(seen).remove(name);
+        }
+    }
+
     /// Records the create revision of the name's key once it is known.
     pub(crate) fn set_revision(&self, name: &str, rev: Revision) {
         if let Some(slot) = self.slots().get_mut(name) {

@@ -1,0 +1,458 @@
+//! An adversarial review of the flat acquire `Txn` (commit b14d487): the
+//! busy branch puts my key with `prev_kv` instead of a nested transaction,
+//! so a resent or resumed acquire writes the key again and keeps its place.
+//!
+//! Tests marked `#[ignore = "bug: ..."]` fail today and are the evidence
+//! for a bug not fixed here (`cargo test --all-features --test
+//! review_flat_acquire -- --ignored`); the others are regression tests.
+//! Everything runs against etcd processes and proxies the tests start
+//! themselves; every wait has a deadline.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use locker::testing::{Etcd, Proxy, ProxyMode, queue, wait_queued, wait_until, within};
+use locker::{Client, KeyValue};
+use tokio::time::Instant;
+
+/// The bound of one test step.
+const STEP: Duration = Duration::from_secs(15);
+
+async fn start_etcd() -> Etcd {
+    within("start etcd", Duration::from_secs(30), Etcd::single())
+        .await
+        .expect("start etcd")
+}
+
+/// A client of its own to `endpoints`, without HTTP/2 keepalive pings.
+async fn connect(endpoints: Vec<String>, request_timeout: Duration) -> Client {
+    let builder = Client::builder()
+        .endpoints(endpoints)
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(request_timeout)
+        .http2_keepalive(None);
+    within("connect", STEP, builder.connect())
+        .await
+        .expect("connect")
+}
+
+async fn get(client: &Client, key: &str) -> Option<KeyValue> {
+    within("read a key", STEP, client.get(key))
+        .await
+        .expect("read a key")
+}
+
+/// A reader's acquire whose answer is lost (the proxy drops it) is resent
+/// through the other endpoint. The name is free, so both copies take the
+/// "no blocker" branch (a reader's own key is not a blocker): the guard
+/// must still carry its key's create revision as its token, write while it
+/// holds, and its release must remove the key (or writers wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_read_lock_on_a_free_name_keeps_its_keys_token() {
+    const NAME: &str = "rw-resent";
+    let etcd = start_etcd().await;
+    let dropping = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let passing = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let client = connect(
+        vec![dropping.url(), passing.url()],
+        Duration::from_millis(500),
+    )
+    .await;
+    let observer = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let writer_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let session = within("session", STEP, client.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    let key = format!("{NAME}/read/{}", session.lease());
+    dropping.set_mode(ProxyMode::DropResponses);
+    let guard = within("read_lock", STEP, session.read_lock(NAME).timeout(STEP))
+        .await
+        .expect("read_lock while answers are dropped");
+    dropping.set_mode(ProxyMode::Pass);
+    let kv = get(&observer, &key).await.expect("the reader's key");
+    assert_eq!(kv.version, 2, "the acquire was not resent: {kv:?}");
+    assert_eq!(
+        guard.fencing_token(),
+        kv.create_revision,
+        "the guard's token is not its key's create revision: {kv:?}"
+    );
+    within("guarded put", STEP, guard.put("rw-data", "reader"))
+        .await
+        .expect("a guarded write while holding the read lock");
+    within("release", STEP, guard.release())
+        .await
+        .expect("release");
+    assert!(get(&observer, &key).await.is_none(), "the key stayed");
+    let w = within(
+        "a writer after the reader left",
+        STEP,
+        writer_client.lock(NAME).timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("the writer");
+    within("writer release", STEP, w.release())
+        .await
+        .expect("writer release");
+    within("close", STEP, session.close()).await.expect("close");
+}
+
+/// A process restarted on its old lease (`resume_session`) takes the read
+/// lock it held before: it keeps its old key, so its token is that key's
+/// create revision, for `read_lock` and for `try_read_lock` alike, and its
+/// release removes the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_lock_on_a_resumed_session_keeps_its_old_keys_token() {
+    let etcd = start_etcd().await;
+    let before = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let after = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let old = within("session", STEP, before.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    // The old process's readers stay alive (dropping them would release).
+    let mut old_guards = Vec::new();
+    for name in ["rw-resumed", "rw-resumed-try"] {
+        let g = within("old read_lock", STEP, old.read_lock(name))
+            .await
+            .expect("old read_lock");
+        old_guards.push(g);
+    }
+    let resumed = within("resume", STEP, after.resume_session(old.lease()))
+        .await
+        .expect("resume");
+    let waiting = within("resumed read_lock", STEP, resumed.read_lock("rw-resumed"))
+        .await
+        .expect("resumed read_lock");
+    let tried = match within(
+        "resumed try_read_lock",
+        STEP,
+        resumed.try_read_lock("rw-resumed-try"),
+    )
+    .await
+    .expect("resumed try_read_lock")
+    {
+        locker::TryLock::Acquired(g) => g,
+        locker::TryLock::Held(h) => panic!("a free name was held by {h:?}"),
+    };
+    for (guard, old_guard) in [waiting, tried].into_iter().zip(&old_guards) {
+        let kv = get(&after, guard.key()).await.expect("the reader's key");
+        assert_eq!(kv.create_revision, old_guard.fencing_token());
+        assert_eq!(
+            guard.fencing_token(),
+            kv.create_revision,
+            "{}: the resumed guard's token is not its key's create revision",
+            guard.key()
+        );
+        within("guarded put", STEP, guard.put("rw-data", "resumed"))
+            .await
+            .expect("a guarded write while holding the read lock");
+        let key = guard.key().to_owned();
+        within("release", STEP, guard.release())
+            .await
+            .expect("release");
+        assert!(get(&after, &key).await.is_none(), "{key} stayed");
+    }
+    drop(old_guards);
+    within("close", STEP, resumed.close()).await.expect("close");
+    drop(old);
+}
+
+/// A campaign's acquire is resent when its answer is late: the copy sent
+/// directly elects the candidate, which then proclaims a new value. The
+/// first copy, held up by the network, reaches etcd only after that: the
+/// flat acquire puts the key again with the old proposal. The leader must
+/// keep the value it proclaimed, in etcd and for observers (with the
+/// nested acquire, a copy that found the key only read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a late copy of a resent acquire (b14d487's flat put) rewrites the held key with the request's value: a later proclamation is undone in etcd and observers see the old proposal proclaimed again, while Leadership::value() says the new one"]
+async fn a_late_copy_of_a_resent_campaign_does_not_undo_a_later_proclamation() {
+    const NAME: &str = "elect-late";
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let observer = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let session = within("session", STEP, client.session(Duration::from_secs(15)))
+        .await
+        .expect("session");
+    let key = format!("{NAME}/{}", session.lease());
+    let mut events = within("observe", STEP, observer.observe(NAME))
+        .await
+        .expect("observe");
+    let (to_server_before, _) = proxy.bytes_forwarded();
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let mut leader = within("campaign", STEP, session.campaign(NAME, "first"))
+        .await
+        .expect("campaign");
+    within("proclaim", STEP, leader.proclaim("second"))
+        .await
+        .expect("proclaim");
+    assert_eq!(leader.value(), b"second");
+    // The held-up copy reaches etcd; give etcd up to 2 s to apply it.
+    wait_until("the delayed copy reached etcd", STEP, || async {
+        proxy.bytes_forwarded().0 > to_server_before
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut kv = get(&observer, &key).await.expect("the leader's key");
+    while kv.value == b"second" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        kv = get(&observer, &key).await.expect("the leader's key");
+    }
+    proxy.set_mode(ProxyMode::Pass);
+    // What the observer saw last about the leader's value.
+    let mut last = None;
+    while let Ok(Some(Ok(ev))) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
+        match ev {
+            locker::ElectionEvent::Leader { value, .. }
+            | locker::ElectionEvent::Proclaimed { value, .. } => last = Some(value),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (kv.value.as_slice(), last.as_deref()),
+        (&b"second"[..], Some(&b"second"[..])),
+        "the leader proclaimed \"second\" (Leadership::value() = {:?}); etcd holds {:?} \
+         (version {}), observers last saw {:?}",
+        String::from_utf8_lossy(leader.value()),
+        String::from_utf8_lossy(&kv.value),
+        kv.version,
+        last.as_deref().map(String::from_utf8_lossy),
+    );
+    within("resign", STEP, leader.resign())
+        .await
+        .expect("resign");
+    within("close", STEP, session.close()).await.expect("close");
+}
+
+/// A waiter whose acquire is resent while it waits (the first copy, held
+/// up, arrives after the copy that queued it) keeps its place and token;
+/// the put of its key by the late copy wakes nobody: the waiter behind it
+/// (which watches that key) keeps waiting, and the order stays FIFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
+    const NAME: &str = "resend-waiting";
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let w_client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let h_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let x_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let holder = within("holder", STEP, h_client.lock(NAME))
+        .await
+        .expect("holder");
+    let w_session = within("session", STEP, w_client.session(Duration::from_secs(15)))
+        .await
+        .expect("session");
+    let w_key = format!("{NAME}/{}", w_session.lease());
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let w = tokio::spawn(w_session.lock(NAME).timeout(STEP).into_future());
+    wait_queued(&h_client, NAME, 2).await;
+    let w_rev = get(&h_client, &w_key)
+        .await
+        .expect("the waiter's key")
+        .create_revision;
+    let x = tokio::spawn(x_client.lock(NAME).timeout(STEP).into_future());
+    wait_queued(&h_client, NAME, 3).await;
+    wait_until("the late copy rewrote the waiter's key", STEP, || async {
+        h_client
+            .get(&w_key)
+            .await
+            .is_ok_and(|kv| kv.is_some_and(|kv| kv.version == 2))
+    })
+    .await;
+    proxy.set_mode(ProxyMode::Pass);
+    within("holder's guarded put", STEP, holder.put("data", "holder"))
+        .await
+        .expect("the holder still holds");
+    assert!(!w.is_finished(), "the waiter got a lock that is held");
+    assert!(!x.is_finished(), "the last waiter got a lock that is held");
+    let order: Vec<_> = queue(&h_client, NAME).await;
+    assert_eq!(order[1].key_str(), w_key);
+    assert_eq!(order[1].create_revision, w_rev, "the waiter lost its place");
+    within("holder release", STEP, holder.release())
+        .await
+        .expect("holder release");
+    let w = within("the waiter", STEP, w)
+        .await
+        .expect("task")
+        .expect("the waiter's lock");
+    assert_eq!(w.fencing_token(), w_rev);
+    within("waiter's guarded put", STEP, w.put("data", "waiter"))
+        .await
+        .expect("the waiter holds");
+    assert!(!x.is_finished(), "the last waiter got in beside the waiter");
+    within("waiter release", STEP, w.release())
+        .await
+        .expect("waiter release");
+    let x = within("the last waiter", STEP, x)
+        .await
+        .expect("task")
+        .expect("the last waiter's lock");
+    assert!(x.fencing_token() > w_rev);
+    within("last release", STEP, x.release())
+        .await
+        .expect("last release");
+    assert!(queue(&h_client, NAME).await.is_empty());
+    within("close", STEP, w_session.close())
+        .await
+        .expect("close");
+}
+
+/// A process restarted on its old lease asks for the write lock of a name
+/// whose read lock its previous run held (or for the plain lock of a name
+/// whose permit it held): a key of another shape, on its own lease. The
+/// request must not wait behind its own old key forever (the resumed
+/// session keeps that key alive, and nothing else removes it): the first
+/// request for the name on the resumed session deletes it, and holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_on_a_resumed_session_does_not_wait_behind_its_own_old_key_of_another_shape() {
+    let etcd = start_etcd().await;
+    let before = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let after = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let old = within("session", STEP, before.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    let reader = within("old read_lock", STEP, old.read_lock("shape-rw"))
+        .await
+        .expect("old read_lock");
+    let permit = within("old permit", STEP, old.semaphore("shape-sem", 2).acquire())
+        .await
+        .expect("old permit");
+    let resumed = within("resume", STEP, after.resume_session(old.lease()))
+        .await
+        .expect("resume");
+    for name in ["shape-rw", "shape-sem"] {
+        let outcome = within(
+            "resumed lock",
+            STEP,
+            resumed.lock(name).timeout(Duration::from_secs(3)),
+        )
+        .await;
+        let keys: Vec<_> = queue(&after, name)
+            .await
+            .iter()
+            .map(KeyValue::key_str)
+            .collect();
+        match outcome {
+            Err(locker::Error::AcquireTimeout { .. }) => {
+                panic!("{name}: the resumed session's lock waited behind its own old key: {keys:?}")
+            }
+            Ok(g) => {
+                assert_eq!(keys, [g.key()], "{name}: the earlier run's key stayed");
+                within("release", STEP, g.release()).await.expect("release");
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    drop((reader, permit));
+    within("close", STEP, resumed.close()).await.expect("close");
+    drop(old);
+}
+
+/// The same with a semaphore of 2, whose waiters watch two keys each: a
+/// late copy of a waiter's acquire rewrites its key while the waiter
+/// behind it watches it. Nobody is admitted early (never more than 2), the
+/// resent waiter keeps its token, and `watch_lock` reports exactly the
+/// changes of holders, none for the rewrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
+    const NAME: &str = "sem-late";
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let w_client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let direct = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let x_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    let sem = direct.semaphore(NAME, 2);
+    let a = within("a", STEP, sem.acquire()).await.expect("a");
+    let b = within("b", STEP, sem.acquire()).await.expect("b");
+    let mut events = within("watch_lock", STEP, direct.watch_lock(NAME))
+        .await
+        .expect("watch_lock");
+    let w_session = within("session", STEP, w_client.session(Duration::from_secs(15)))
+        .await
+        .expect("session");
+    let w_key = format!("{NAME}/permit/{}", w_session.lease());
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let w = tokio::spawn(
+        w_session
+            .semaphore(NAME, 2)
+            .acquire()
+            .timeout(STEP)
+            .into_future(),
+    );
+    wait_queued(&direct, NAME, 3).await;
+    let w_rev = get(&direct, &w_key)
+        .await
+        .expect("the waiter's key")
+        .create_revision;
+    let x = tokio::spawn(
+        x_client
+            .semaphore(NAME, 2)
+            .acquire()
+            .timeout(STEP)
+            .into_future(),
+    );
+    wait_queued(&direct, NAME, 4).await;
+    wait_until("the late copy rewrote the waiter's key", STEP, || async {
+        direct
+            .get(&w_key)
+            .await
+            .is_ok_and(|kv| kv.is_some_and(|kv| kv.version == 2))
+    })
+    .await;
+    proxy.set_mode(ProxyMode::Pass);
+    for (g, who) in [(&a, "a"), (&b, "b")] {
+        within("guarded put", STEP, g.put("data", who))
+            .await
+            .expect("a holder still holds");
+    }
+    assert!(!w.is_finished(), "a third permit was granted");
+    assert!(!x.is_finished(), "a third permit was granted");
+    let (a_key, b_key) = (a.key().to_owned(), b.key().to_owned());
+    within("a release", STEP, a.release())
+        .await
+        .expect("a release");
+    let w = within("the waiter", STEP, w)
+        .await
+        .expect("task")
+        .expect("the waiter's permit");
+    assert_eq!(w.fencing_token(), w_rev);
+    assert!(!x.is_finished(), "a third permit was granted");
+    within("b release", STEP, b.release())
+        .await
+        .expect("b release");
+    let x = within("the last waiter", STEP, x)
+        .await
+        .expect("task")
+        .expect("the last waiter's permit");
+    let x_key = x.key().to_owned();
+    for g in [w, x] {
+        within("release", STEP, g.release()).await.expect("release");
+    }
+    wait_queued(&direct, NAME, 0).await;
+    let mut seen = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        seen.push(match ev.expect("an event") {
+            locker::LockEvent::Snapshot { holder, .. } => {
+                format!("snapshot {}", holder.map_or(String::new(), |h| h.key))
+            }
+            locker::LockEvent::Acquired { holder, .. } => format!("acquired {}", holder.key),
+            locker::LockEvent::Released { holder, .. } => format!("released {}", holder.key),
+            other => format!("{other:?}"),
+        });
+    }
+    let expected = [
+        format!("snapshot {a_key}"),
+        format!("acquired {b_key}"),
+        format!("released {a_key}"),
+        format!("acquired {w_key}"),
+        format!("released {b_key}"),
+        format!("acquired {x_key}"),
+        format!("released {w_key}"),
+        format!("released {x_key}"),
+    ];
+    assert_eq!(seen, expected);
+    within("close", STEP, w_session.close())
+        .await
+        .expect("close");
+}
