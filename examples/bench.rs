@@ -321,21 +321,25 @@ fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
 }
 
 /// locker's acquire transaction, as `tests/transcripts.rs` pins it down: if
-/// no key exists under `prefix`, put mine; else (unused here) put it with
-/// `prev_kv` and read the holder and the two newest keys.
+/// my key is absent, put it and read the holder and the two newest keys;
+/// else read mine and the holder.
 fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
     use pb::request_op::Request;
     let key = format!("{prefix}{lease:x}");
     let [holder, newest] = queue_reads(prefix);
-    let mut put = put_if_absent(&key, lease).success;
-    if let Some(Request::RequestPut(p)) = &mut put[0].request {
-        p.prev_kv = true;
-    }
-    pb::TxnRequest {
-        compare: vec![queue_empty(prefix)],
-        success: put_if_absent(&key, lease).success,
-        failure: put.into_iter().chain([holder, newest]).collect(),
-    }
+    let mut t = put_if_absent(&key, lease);
+    t.success.push(holder.clone());
+    t.success.push(newest);
+    t.failure = vec![
+        pb::RequestOp {
+            request: Some(Request::RequestRange(pb::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        },
+        holder,
+    ];
+    t
 }
 
 /// The compare "no key under `prefix`".
@@ -364,28 +368,6 @@ fn queue_reads(prefix: &str) -> [pb::RequestOp; 2] {
             request: Some(Request::RequestRange(newest)),
         },
     ]
-}
-
-/// The queueing branch of locker 0.2 before issue 16, a transaction of its
-/// own: if my key is absent, put it and read the holder and the two newest
-/// keys; else read mine and the holder.
-fn put_mine_nested(prefix: &str, lease: i64) -> pb::TxnRequest {
-    use pb::request_op::Request;
-    let key = format!("{prefix}{lease:x}");
-    let [holder, newest] = queue_reads(prefix);
-    let mut t = put_if_absent(&key, lease);
-    t.success.push(holder.clone());
-    t.success.push(newest);
-    t.failure = vec![
-        pb::RequestOp {
-            request: Some(Request::RequestRange(pb::RangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })),
-        },
-        holder,
-    ];
-    t
 }
 
 /// The sequential modes (floor, session_cycle, lease_cycle), interleaved op
@@ -686,24 +668,26 @@ async fn many(eps: &[String], n: usize) {
 /// How a raw acquire is shaped (`baseline` mode's variants).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Acq {
-    /// locker's: compare the whole `{name}/` range; else put mine with
-    /// `prev_kv` and read the holder and the two newest keys.
+    /// locker's: compare my key only; then put it and read the holder and
+    /// the two newest keys, else read mine and the holder.
     Locker,
-    /// locker's without the queueing branch (the failure is empty).
-    NoQueueing,
-    /// locker's without the two-newest read in the queueing branch.
+    /// locker's without the reads after the put.
+    PutOnly,
+    /// locker's without the two-newest read.
     NoNewest,
     /// etcd's Go recipe: compare my key only, `create(mine) == 0`; then put
     /// it and read the first owner, else read mine and the first owner.
     SingleKey,
-    /// A flat acquire: compare my key only; then put it and read the holder
-    /// and the two newest keys, else read mine and the holder. No nested
-    /// txn, no compare over the range.
-    Flat,
-    /// locker 0.2 before issue 16: the range compare; else a nested txn
-    /// (put mine if absent and read the holder and the two newest keys;
-    /// else read mine and the holder).
+    /// locker 0.2 before issue 16: compare the whole `{name}/` range, put
+    /// mine if it is empty; else a nested txn: locker's acquire.
     Nested,
+    /// The range compare; else put mine unconditionally with `prev_kv` and
+    /// read the holder and the two newest keys. Cheap, but a late copy of
+    /// a resent acquire rewrites the key's value (tried in issue 16 and
+    /// dropped for that).
+    Unnested,
+    /// The range compare alone: put mine if the name is empty, else nothing.
+    RangeOnly,
 }
 
 /// How a raw release is shaped.
@@ -743,12 +727,12 @@ const BASE: [Base; 11] = [
     Base::Raw("raw_locker", Acq::Locker, Rel::Guarded),
     Base::Raw("raw_go_recipe", Acq::SingleKey, Rel::Plain),
     Base::Raw("v_plain_delete", Acq::Locker, Rel::Plain),
-    Base::Raw("v_no_queueing_branch", Acq::NoQueueing, Rel::Guarded),
+    Base::Raw("v_put_only", Acq::PutOnly, Rel::Guarded),
     Base::Raw("v_no_newest", Acq::NoNewest, Rel::Guarded),
-    Base::Raw("v_single_key", Acq::SingleKey, Rel::Guarded),
-    Base::Raw("v_single_key_no_reads", Acq::SingleKey, Rel::Guarded),
-    Base::Raw("flat", Acq::Flat, Rel::Guarded),
+    Base::Raw("v_go_acquire", Acq::SingleKey, Rel::Guarded),
+    Base::Raw("v_range_compare_only", Acq::RangeOnly, Rel::Guarded),
     Base::Raw("before_nested", Acq::Nested, Rel::Guarded),
+    Base::Raw("unnested", Acq::Unnested, Rel::Guarded),
 ];
 
 /// The first-owner read of etcd's Go recipe (and locker's holder read):
@@ -768,43 +752,53 @@ fn first_owner(prefix: &str) -> pb::RequestOp {
     }
 }
 
-/// A raw acquire of shape `acq` under `prefix` on `lease`; `reads` false
-/// drops the reads of the single-key shape's success branch.
-fn acquire_variant(acq: Acq, prefix: &str, lease: i64, reads: bool) -> pb::TxnRequest {
+/// A raw acquire of shape `acq` under `prefix` on `lease`.
+fn acquire_variant(acq: Acq, prefix: &str, lease: i64) -> pb::TxnRequest {
     use pb::request_op::Request;
     let key = format!("{prefix}{lease:x}");
     match acq {
         Acq::Locker => acquire_shaped(prefix, lease),
-        Acq::NoQueueing => pb::TxnRequest {
-            failure: vec![],
-            ..acquire_shaped(prefix, lease)
-        },
+        Acq::PutOnly => put_if_absent(&key, lease),
         Acq::NoNewest => {
             let mut t = acquire_shaped(prefix, lease);
-            t.failure.truncate(2);
+            t.success.truncate(2);
             t
         }
-        Acq::Flat => put_mine_nested(prefix, lease),
-        Acq::Nested => pb::TxnRequest {
-            failure: vec![pb::RequestOp {
-                request: Some(Request::RequestTxn(put_mine_nested(prefix, lease))),
-            }],
-            ..acquire_shaped(prefix, lease)
+        Acq::RangeOnly => pb::TxnRequest {
+            compare: vec![queue_empty(prefix)],
+            success: put_if_absent(&key, lease).success,
+            failure: vec![],
         },
+        Acq::Nested => pb::TxnRequest {
+            compare: vec![queue_empty(prefix)],
+            success: put_if_absent(&key, lease).success,
+            failure: vec![pb::RequestOp {
+                request: Some(Request::RequestTxn(acquire_shaped(prefix, lease))),
+            }],
+        },
+        Acq::Unnested => {
+            let mut put = put_if_absent(&key, lease).success;
+            if let Some(Request::RequestPut(p)) = &mut put[0].request {
+                p.prev_kv = true;
+            }
+            pb::TxnRequest {
+                compare: vec![queue_empty(prefix)],
+                success: put_if_absent(&key, lease).success,
+                failure: put.into_iter().chain(queue_reads(prefix)).collect(),
+            }
+        }
         Acq::SingleKey => {
             let mut t = put_if_absent(&key, lease);
-            if reads {
-                t.success.push(first_owner(prefix));
-                t.failure = vec![
-                    pb::RequestOp {
-                        request: Some(Request::RequestRange(pb::RangeRequest {
-                            key: key.as_bytes().to_vec(),
-                            ..Default::default()
-                        })),
-                    },
-                    first_owner(prefix),
-                ];
-            }
+            t.success.push(first_owner(prefix));
+            t.failure = vec![
+                pb::RequestOp {
+                    request: Some(Request::RequestRange(pb::RangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..Default::default()
+                    })),
+                },
+                first_owner(prefix),
+            ];
             t
         }
     }
@@ -841,10 +835,9 @@ impl BaseRig {
             }
             Base::Raw(_, acq, rel) => {
                 let prefix = format!("bench/base-v{k}/");
-                let reads = c.name() != "v_single_key_no_reads";
                 let r = self
                     .client
-                    .txn_raw(acquire_variant(acq, &prefix, lease, reads))
+                    .txn_raw(acquire_variant(acq, &prefix, lease))
                     .await
                     .unwrap();
                 assert!(r.succeeded, "{} did not find the lock free", c.name());

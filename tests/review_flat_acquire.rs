@@ -1,6 +1,9 @@
-//! An adversarial review of the flat acquire `Txn` (commit b14d487): the
-//! busy branch puts my key with `prev_kv` instead of a nested transaction,
-//! so a resent or resumed acquire writes the key again and keeps its place.
+//! An adversarial review of the acquire `Txn` without a nested branch.
+//! The first shape tried (b14d487) put my key with `prev_kv` whenever the
+//! lock was busy, so that a late copy of a resent acquire rewrote the key
+//! (and undid a later proclamation: the test below). The shape kept puts my
+//! key only if it is absent and otherwise only reads: every late or resent
+//! copy here must write nothing and wake nobody.
 //!
 //! Tests marked `#[ignore = "bug: ..."]` fail today and are the evidence
 //! for a bug not fixed here (`cargo test --all-features --test
@@ -36,6 +39,14 @@ async fn connect(endpoints: Vec<String>, request_timeout: Duration) -> Client {
         .expect("connect")
 }
 
+/// The raft proposals etcd has committed so far: every acquire `Txn` is
+/// one (it holds a put), also when its compare sends it to the reads.
+async fn committed(etcd: &Etcd) -> f64 {
+    etcd.metric(0, "etcd_server_proposals_committed_total")
+        .await
+        .expect("etcd's commit count")
+}
+
 async fn get(client: &Client, key: &str) -> Option<KeyValue> {
     within("read a key", STEP, client.get(key))
         .await
@@ -64,13 +75,18 @@ async fn a_resent_read_lock_on_a_free_name_keeps_its_keys_token() {
         .await
         .expect("session");
     let key = format!("{NAME}/read/{}", session.lease());
+    let before = committed(&etcd).await;
     dropping.set_mode(ProxyMode::DropResponses);
     let guard = within("read_lock", STEP, session.read_lock(NAME).timeout(STEP))
         .await
         .expect("read_lock while answers are dropped");
     dropping.set_mode(ProxyMode::Pass);
+    assert!(
+        committed(&etcd).await - before >= 2.0,
+        "the acquire was not resent"
+    );
     let kv = get(&observer, &key).await.expect("the reader's key");
-    assert_eq!(kv.version, 2, "the acquire was not resent: {kv:?}");
+    assert_eq!(kv.version, 1, "the resent copy wrote the key again: {kv:?}");
     assert_eq!(
         guard.fencing_token(),
         kv.create_revision,
@@ -158,12 +174,11 @@ async fn a_read_lock_on_a_resumed_session_keeps_its_old_keys_token() {
 
 /// A campaign's acquire is resent when its answer is late: the copy sent
 /// directly elects the candidate, which then proclaims a new value. The
-/// first copy, held up by the network, reaches etcd only after that: the
-/// flat acquire puts the key again with the old proposal. The leader must
-/// keep the value it proclaimed, in etcd and for observers (with the
-/// nested acquire, a copy that found the key only read it).
+/// first copy, held up by the network, reaches etcd only after that. The
+/// leader must keep the value it proclaimed, in etcd and for observers: a
+/// copy that finds the key only reads it. (b14d487's acquire put the key
+/// again, with the old proposal.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a late copy of a resent acquire (b14d487's flat put) rewrites the held key with the request's value: a later proclamation is undone in etcd and observers see the old proposal proclaimed again, while Leadership::value() says the new one"]
 async fn a_late_copy_of_a_resent_campaign_does_not_undo_a_later_proclamation() {
     const NAME: &str = "elect-late";
     let etcd = start_etcd().await;
@@ -227,7 +242,7 @@ async fn a_late_copy_of_a_resent_campaign_does_not_undo_a_later_proclamation() {
 
 /// A waiter whose acquire is resent while it waits (the first copy, held
 /// up, arrives after the copy that queued it) keeps its place and token;
-/// the put of its key by the late copy wakes nobody: the waiter behind it
+/// the late copy writes nothing and wakes nobody: the waiter behind it
 /// (which watches that key) keeps waiting, and the order stays FIFO.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
@@ -245,6 +260,7 @@ async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
         .expect("session");
     let w_key = format!("{NAME}/{}", w_session.lease());
     proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let before = committed(&etcd).await;
     let w = tokio::spawn(w_session.lock(NAME).timeout(STEP).into_future());
     wait_queued(&h_client, NAME, 2).await;
     let w_rev = get(&h_client, &w_key)
@@ -253,13 +269,14 @@ async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
         .create_revision;
     let x = tokio::spawn(x_client.lock(NAME).timeout(STEP).into_future());
     wait_queued(&h_client, NAME, 3).await;
-    wait_until("the late copy rewrote the waiter's key", STEP, || async {
-        h_client
-            .get(&w_key)
-            .await
-            .is_ok_and(|kv| kv.is_some_and(|kv| kv.version == 2))
+    // Three acquires reach etcd: the waiter's resent copy, the last
+    // waiter's, and the waiter's late first copy. Nothing else writes.
+    wait_until("the late copy reached etcd", STEP, || async {
+        committed(&etcd).await - before >= 3.0
     })
     .await;
+    let kv = get(&h_client, &w_key).await.expect("the waiter's key");
+    assert_eq!(kv.version, 1, "the late copy wrote the key: {kv:?}");
     proxy.set_mode(ProxyMode::Pass);
     within("holder's guarded put", STEP, holder.put("data", "holder"))
         .await
@@ -350,10 +367,10 @@ async fn a_lock_on_a_resumed_session_does_not_wait_behind_its_own_old_key_of_ano
 }
 
 /// The same with a semaphore of 2, whose waiters watch two keys each: a
-/// late copy of a waiter's acquire rewrites its key while the waiter
-/// behind it watches it. Nobody is admitted early (never more than 2), the
+/// late copy of a waiter's acquire reaches etcd while the waiter behind it
+/// watches its key. Nobody is admitted early (never more than 2), the
 /// resent waiter keeps its token, and `watch_lock` reports exactly the
-/// changes of holders, none for the rewrite.
+/// changes of holders, none for the late copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
     const NAME: &str = "sem-late";
@@ -373,6 +390,7 @@ async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
         .expect("session");
     let w_key = format!("{NAME}/permit/{}", w_session.lease());
     proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let before = committed(&etcd).await;
     let w = tokio::spawn(
         w_session
             .semaphore(NAME, 2)
@@ -393,13 +411,13 @@ async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
             .into_future(),
     );
     wait_queued(&direct, NAME, 4).await;
-    wait_until("the late copy rewrote the waiter's key", STEP, || async {
-        direct
-            .get(&w_key)
-            .await
-            .is_ok_and(|kv| kv.is_some_and(|kv| kv.version == 2))
+    // As above: the resent copy, the last waiter's acquire, the late copy.
+    wait_until("the late copy reached etcd", STEP, || async {
+        committed(&etcd).await - before >= 3.0
     })
     .await;
+    let kv = get(&direct, &w_key).await.expect("the waiter's key");
+    assert_eq!(kv.version, 1, "the late copy wrote the key: {kv:?}");
     proxy.set_mode(ProxyMode::Pass);
     for (g, who) in [(&a, "a"), (&b, "b")] {
         within("guarded put", STEP, g.put("data", who))

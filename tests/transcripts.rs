@@ -87,7 +87,7 @@ fn acquire_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     let newest = format!("range \"{name}/\"..\"{name}0\" sort=create:desc limit=2 keys_only");
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [{put}] else [{put} prev_kv, {o}, {n}]",
+        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [{put}, {o}, {n}] else [range \"{key}\", {o}]",
         o = owner_range(name),
         n = newest,
     )
@@ -108,8 +108,6 @@ fn writer_ranges(name: &str) -> [String; 2] {
     ]
 }
 
-/// A reader's own key is no blocker, so its free branch may find the key
-/// there (a resent or resumed read lock): both puts ask for what they replace.
 fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     let [a, b] = writer_ranges(name);
@@ -118,7 +116,7 @@ fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
         "range {a} sort=create:desc limit=2 keys_only, range {b} sort=create:desc limit=2 keys_only"
     );
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create({a}) == 0, create({b}) == 0] then [{put} prev_kv] else [{put} prev_kv, {holders}, {newest}]"
+        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]"
     )
 }
 
@@ -139,7 +137,7 @@ fn semaphore_txn(name: &str, permits: u32, key: &str, value_len: usize, lease: &
         "range \"{name}/\"..\"{name}/permit/\" limit=1 keys_only, range \"{name}/permit0\"..\"{name}0\" limit=1 keys_only"
     );
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [{put} prev_kv, {holders}, {newest}] else [range {limit}, {others}]]"
+        "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]] else [range {limit}, {others}]]"
     )
 }
 

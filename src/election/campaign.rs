@@ -16,9 +16,9 @@ use crate::session::Session;
 /// observers (`etcdctl elect -l` prints it).
 ///
 /// Wire calls: those of [`LockRequest`](crate::LockRequest) on the same
-/// name (the election is the mutex's queue). A candidate key found already
-/// there (a restart on the same lease) keeps its place and token and gets
-/// the new proposal in the same `Txn`.
+/// name (the election is the mutex's queue); then, only when the candidate
+/// key was found already there with another value (a restart on the same
+/// lease), one `KV/Txn` proclaiming the new proposal.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad
@@ -35,12 +35,14 @@ use crate::session::Session;
 #[must_use = "a campaign does nothing until awaited"]
 pub struct CampaignRequest {
     lock: LockRequest,
+    proposal: Vec<u8>,
 }
 
 impl CampaignRequest {
     fn new(entry: Entry, proposal: Vec<u8>) -> CampaignRequest {
         CampaignRequest {
-            lock: LockRequest::new(entry).value(proposal),
+            lock: LockRequest::new(entry).value(proposal.clone()),
+            proposal,
         }
     }
 
@@ -65,9 +67,14 @@ impl IntoFuture for CampaignRequest {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            Ok(Leadership {
+            let mut leadership = Leadership {
                 guard: self.lock.await?,
-            })
+            };
+            if leadership.value() != self.proposal.as_slice() {
+                // Resumed on an old key with another value: say the new one.
+                leadership.proclaim(self.proposal).await?;
+            }
+            Ok(leadership)
         })
     }
 }

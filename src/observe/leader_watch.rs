@@ -28,10 +28,7 @@ pub enum ElectionEvent {
         /// The revision at which it was leader.
         revision: Revision,
     },
-    /// The leader proclaimed a value (a put of its key) at `revision`. Every
-    /// put of the leader's key is one, as for etcd's observers: also one
-    /// that leaves the value as it was (the same proclamation again, or a
-    /// campaign resent or resumed on the leader's lease).
+    /// The leader proclaimed a new value (a put of its key) at `revision`.
     Proclaimed {
         /// The leader's key.
         key: String,

@@ -40,9 +40,9 @@ pub(crate) struct Queued {
     pub(crate) turn: Turn,
     /// The first holder, when the answer read it.
     pub(crate) holder: Option<KeyValue>,
-    /// The value of my key, when a try found it already there (a restarted
-    /// process on its old lease) and left it as it was. A queueing acquire
-    /// writes my value in any case.
+    /// The value of my key, when the acquire found it already there (a
+    /// resent acquire, or a restarted process on its old lease) and left
+    /// it as it was.
     pub(crate) found: Option<Vec<u8>>,
 }
 
@@ -73,12 +73,13 @@ pub(crate) async fn acquire(client: &Client, a: &Acquire<'_>, mode: Mode) -> Res
     read_answer(a, mode, &resp)
 }
 
-/// The acquire `Txn`: if no blocker exists, put my key: I hold. Otherwise
-/// (queueing) put my key anyway, asking for the key it replaces, and read
-/// what the rule needs to place it. A put keeps an existing key's create
-/// revision, so a resent acquire (or a restart on the same lease) keeps its
-/// place; the replaced key tells that it was there. A try reads my key and
-/// the holders and puts nothing.
+/// The acquire `Txn`. Queueing: if my key is absent, put it and read what
+/// the rule needs to place it (the holders, the newest keys); else read it
+/// back with the holders, writing nothing (a resent acquire, or a restart
+/// on the same lease, finds its key and keeps its place and its value). A
+/// try: if no blocker exists, put my key: I hold; else read my key and the
+/// holders and put nothing. A semaphore's acquire does either only when
+/// the name's agreed limit is the one asked for.
 pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
     let put = |prev_kv| {
         Op::RequestPut(pb::PutRequest {
@@ -89,31 +90,40 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         })
     };
     let reads = |rs: Vec<pb::RangeRequest>| rs.into_iter().map(Op::RequestRange);
-    let failure: Vec<Op> = match mode {
-        Mode::OnlyIfFree => {
-            let read_mine = Op::RequestRange(pb::RangeRequest {
-                key: a.key.as_bytes().to_vec(),
-                ..Default::default()
-            });
-            std::iter::once(read_mine)
-                .chain(reads(a.rule.holder_reads(a.prefix)))
-                .collect()
-        }
-        Mode::Queue => std::iter::once(put(true))
+    let read_mine = Op::RequestRange(pb::RangeRequest {
+        key: a.key.as_bytes().to_vec(),
+        ..Default::default()
+    });
+    let read_back: Vec<pb::RequestOp> = std::iter::once(read_mine)
+        .chain(reads(a.rule.holder_reads(a.prefix)))
+        .map(op)
+        .collect();
+    let queue = || pb::TxnRequest {
+        compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
+        success: std::iter::once(put(false))
             .chain(reads(a.rule.after_put_reads(a.prefix)))
+            .map(op)
             .collect(),
+        failure: read_back.clone(),
     };
-    // A reader's own key is no blocker: with no writer, its put takes the
-    // free branch even when the key is there already (a resent acquire, a
-    // resumed session), and the key it replaces tells its create revision.
-    let put = put(!a.rule.own_key_blocks());
     if !a.rule.agreed_limit {
-        return pb::TxnRequest {
-            compare: a.rule.none_exist(a.prefix),
-            success: vec![op(put)],
-            failure: failure.into_iter().map(op).collect(),
+        return match mode {
+            Mode::Queue => queue(),
+            // A reader's own key is no blocker: with no writer, its put
+            // takes the free branch even when the key is there already (a
+            // resumed session), and the key it replaces tells its create
+            // revision.
+            Mode::OnlyIfFree => pb::TxnRequest {
+                compare: a.rule.none_exist(a.prefix),
+                success: vec![op(put(!a.rule.own_key_blocks()))],
+                failure: read_back,
+            },
         };
     }
+    let agreed = match mode {
+        Mode::Queue => vec![op(Op::RequestTxn(queue()))],
+        Mode::OnlyIfFree => read_back,
+    };
     // A semaphore: the first user of an idle name sets the limit; every
     // other acquire goes on only if it asks for the same limit.
     let limit_key = key::limit_key(a.prefix).into_bytes();
@@ -142,10 +152,10 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
     let read_others = read_one_of_each(&others);
     pb::TxnRequest {
         compare: a.rule.none_exist(a.prefix),
-        success: vec![op(set_limit), op(put)],
+        success: vec![op(set_limit), op(put(false))],
         failure: vec![op(Op::RequestTxn(pb::TxnRequest {
             compare: std::iter::once(same_limit).chain(only_permits).collect(),
-            success: failure.into_iter().map(op).collect(),
+            success: agreed,
             failure: std::iter::once(read_limit)
                 .chain(read_others)
                 .map(op)
@@ -180,55 +190,53 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             "the lock transaction answered at revision {rev}"
         )));
     }
-    if resp.succeeded {
-        // No blocker: my key is the holder, created now unless the put
-        // replaced it (then it keeps its create revision: a reader's).
-        let replaced = resp.responses.iter().rev().find_map(|r| match &r.response {
-            Some(OpResp::ResponsePut(put)) => put.prev_kv.as_ref(),
-            _ => None,
-        });
-        return Ok(Queued {
-            rev: replaced.map_or(Ok(Revision(rev)), created)?,
-            turn: Turn::Mine,
-            holder: None,
-            found: None,
-        });
-    }
-    let resp = if a.rule.agreed_limit {
+    // A semaphore's outer layers: an idle name (the limit set, my key put:
+    // I hold), or the limit compared, then the queueing acquire, or (a try
+    // of a busy name) the reads. `put` tells whether `resp.succeeded` says
+    // that my put ran.
+    let (resp, put) = if a.rule.agreed_limit {
+        if resp.succeeded {
+            return Ok(holding(Revision(rev)));
+        }
         let agreed = nested(resp)?;
         if !agreed.succeeded {
             return Err(limit_mismatch(a, agreed));
         }
-        agreed
+        match mode {
+            Mode::Queue => (nested(agreed)?, true),
+            Mode::OnlyIfFree => (agreed, false),
+        }
     } else {
-        resp
+        (resp, true)
     };
     let per_read = a.rule.ranges(a.prefix).len();
-    if mode == Mode::Queue {
-        let answers = ranges(resp, 2 * per_read)?;
-        let holders = &answers[..per_read];
-        let (mine, turn) = match replaced(resp)? {
+    if put && resp.succeeded {
+        return match mode {
             // My key was created now: it is the newest key.
-            None => (
-                Revision(rev),
-                a.rule.judge_after_put(Revision(rev), &answers),
-            ),
-            // My key was there already and keeps its place.
-            Some(mine) => (mine, a.rule.judge_holders(mine, holders)),
+            Mode::Queue => {
+                let answers = ranges(resp, 2 * per_read)?;
+                Ok(Queued {
+                    rev: Revision(rev),
+                    turn: a.rule.judge_after_put(Revision(rev), &answers),
+                    holder: a.rule.first_holder(&answers[..per_read]),
+                    found: None,
+                })
+            }
+            // No blocker: I hold, with my key created now unless the put
+            // replaced it (a reader's, which keeps its create revision).
+            Mode::OnlyIfFree => Ok(holding(replaced(resp)?.unwrap_or(Revision(rev)))),
         };
-        return Ok(Queued {
-            rev: mine,
-            turn,
-            holder: a.rule.first_holder(holders),
-            // Either way my key now holds my value.
-            found: None,
-        });
     }
     let answers = ranges(resp, 1 + per_read)?;
     let (mine, holders) = (answers[0], &answers[1..]);
-    let rev = match mine.kvs.first() {
-        Some(kv) => created(kv)?,
-        None => Revision(0), // a try, and someone else is there
+    let rev = match (mine.kvs.first(), mode) {
+        (Some(kv), _) => created(kv)?,
+        (None, Mode::OnlyIfFree) => Revision(0), // someone else is there
+        (None, Mode::Queue) => {
+            return Err(protocol(
+                "my key was there by the compare and not by the read".into(),
+            ));
+        }
     };
     Ok(Queued {
         rev,
@@ -238,8 +246,18 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
     })
 }
 
-/// The create revision of my key as the queueing put found it (`None`:
-/// the put created it), from the put's answer, first in `resp`.
+/// Holding at once, with my key created at `rev`.
+fn holding(rev: Revision) -> Queued {
+    Queued {
+        rev,
+        turn: Turn::Mine,
+        holder: None,
+        found: None,
+    }
+}
+
+/// The create revision of the key my put replaced (`None`: the put
+/// created it), from the put's answer, first in `resp`.
 fn replaced(resp: &pb::TxnResponse) -> Result<Option<Revision>> {
     match resp.responses.first().and_then(|r| r.response.as_ref()) {
         Some(OpResp::ResponsePut(put)) => put.prev_kv.as_ref().map(created).transpose(),
@@ -357,30 +375,27 @@ mod tests {
     }
 
     #[test]
-    fn the_queueing_acquire_is_one_txn_without_a_nested_branch() {
+    fn the_queueing_acquire_is_one_flat_txn_that_writes_only_a_new_key() {
         let req = request(&acquire_of("n/1f"), Mode::Queue);
         assert_eq!(req.compare.len(), 1);
-        assert_eq!(req.compare[0].range_end, b"n0");
+        assert_eq!(req.compare[0].key, b"n/1f");
+        assert!(req.compare[0].range_end.is_empty(), "my key only");
+        assert_eq!(req.success.len(), 3, "put, holder, newest two");
         assert!(
             matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f && !p.prev_kv)
         );
-        assert_eq!(req.failure.len(), 3, "put, holder, newest two");
-        assert!(
-            matches!(req.failure[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f && p.prev_kv)
-        );
-        assert!(
-            req.failure[1..]
-                .iter()
+        assert_eq!(req.failure.len(), 2, "my key, holder: nothing written");
+        let only_reads = |ops: &[pb::RequestOp]| {
+            ops.iter()
                 .all(|o| matches!(o.request, Some(Op::RequestRange(_))))
-        );
-        // A try puts nothing when the lock is busy.
+        };
+        assert!(only_reads(&req.success[1..]));
+        assert!(only_reads(&req.failure));
+        // A try: puts only if no key exists under the name, else reads.
         let t = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
+        assert_eq!(t.compare[0].range_end, b"n0");
         assert_eq!(t.failure.len(), 2);
-        assert!(
-            t.failure
-                .iter()
-                .all(|o| matches!(o.request, Some(Op::RequestRange(_))))
-        );
+        assert!(only_reads(&t.failure));
     }
 
     fn put_answer(prev: Option<(&str, i64)>) -> pb::ResponseOp {
@@ -400,30 +415,43 @@ mod tests {
     #[test]
     fn an_answer_is_read_without_etcd() {
         let a = acquire_of("n/1f");
+        // Created now, and the oldest key: I hold.
         let free = pb::TxnResponse {
             header: header(7),
             succeeded: true,
-            ..Default::default()
+            responses: vec![
+                put_answer(None),
+                range(&[("n/1f", 7)]),
+                range(&[("n/1f", 7)]),
+            ],
         };
         let q = read_answer(&a, Mode::Queue, &free).unwrap();
         assert!(q.holds());
         assert_eq!(q.rev, Revision(7));
-
-        let queued = |prev| pb::TxnResponse {
+        // Created now, behind the holder: wait on it.
+        let queued = pb::TxnResponse {
             header: header(9),
-            succeeded: false,
+            succeeded: true,
             responses: vec![
-                put_answer(prev),
+                put_answer(None),
                 range(&[("n/a", 3)]),
                 range(&[("n/1f", 9), ("n/a", 3)]),
             ],
         };
-        let q = read_answer(&a, Mode::Queue, &queued(None)).unwrap();
+        let q = read_answer(&a, Mode::Queue, &queued).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(9));
         assert!(matches!(q.turn, Turn::Wait { last: true, .. }));
         assert_eq!(q.holder.unwrap().key, b"n/a");
-
+        // A try on a free name holds; on a busy one puts nothing.
+        let try_free = pb::TxnResponse {
+            header: header(7),
+            succeeded: true,
+            responses: vec![put_answer(None)],
+        };
+        let q = read_answer(&a, Mode::OnlyIfFree, &try_free).unwrap();
+        assert!(q.holds());
+        assert_eq!(q.rev, Revision(7));
         let busy = pb::TxnResponse {
             header: header(9),
             succeeded: false,
@@ -435,38 +463,41 @@ mod tests {
     }
 
     #[test]
-    fn a_resent_acquire_keeps_the_place_its_key_had() {
+    fn a_resent_acquire_keeps_the_place_and_value_its_key_had() {
         let a = acquire_of("n/1f");
+        let mine = |rev| pb::ResponseOp {
+            response: Some(OpResp::ResponseRange(pb::RangeResponse {
+                kvs: vec![mvccpb::KeyValue {
+                    key: b"n/1f".to_vec(),
+                    create_revision: rev,
+                    value: b"old".to_vec(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        };
         // My key was there since revision 2, before the other key: I hold,
-        // with my key's first create revision as the token.
+        // with its create revision as the token and its value untouched.
         let answer = pb::TxnResponse {
             header: header(9),
             succeeded: false,
-            responses: vec![
-                put_answer(Some(("n/1f", 2))),
-                range(&[("n/1f", 2)]),
-                range(&[("n/a", 3), ("n/1f", 2)]),
-            ],
+            responses: vec![mine(2), range(&[("n/1f", 2)])],
         };
         let q = read_answer(&a, Mode::Queue, &answer).unwrap();
         assert!(q.holds());
         assert_eq!(q.rev, Revision(2));
-        assert_eq!(q.found, None, "the put wrote my value");
+        assert_eq!(q.found.as_deref(), Some(&b"old"[..]));
         // Behind another: it waits (where is read next), at its old place.
         let behind = pb::TxnResponse {
-            responses: vec![
-                put_answer(Some(("n/1f", 5))),
-                range(&[("n/a", 3)]),
-                range(&[("n/1f", 5), ("n/a", 3)]),
-            ],
+            responses: vec![mine(5), range(&[("n/a", 3)])],
             ..answer
         };
         let q = read_answer(&a, Mode::Queue, &behind).unwrap();
         assert_eq!(q.rev, Revision(5));
         assert_eq!(q.turn, Turn::Unknown);
-        // A replaced key without a create revision is not believed.
+        // The compare found my key, the read did not: not believed.
         let bad = pb::TxnResponse {
-            responses: vec![put_answer(Some(("n/1f", 0))), range(&[]), range(&[])],
+            responses: vec![range(&[]), range(&[("n/a", 3)])],
             ..behind
         };
         assert!(matches!(
@@ -475,8 +506,8 @@ mod tests {
         ));
     }
 
-    /// A reader's key is no blocker: with no writer, a resent or resumed
-    /// read lock takes the free branch with its key already there. The put
+    /// A reader's key is no blocker: with no writer, a try on a resumed
+    /// session takes the free branch with its key already there. The put
     /// asks for the key it replaces, whose create revision stays the token.
     #[test]
     fn a_readers_free_put_that_replaced_its_key_keeps_its_create_revision() {
@@ -484,26 +515,26 @@ mod tests {
             rule: Rule::READER,
             ..acquire_of("n/read/1f")
         };
-        for mode in [Mode::Queue, Mode::OnlyIfFree] {
-            let req = request(&a, mode);
-            assert!(
-                matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.prev_kv),
-                "{mode:?}"
-            );
-        }
+        let req = request(&a, Mode::OnlyIfFree);
+        assert!(matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.prev_kv));
         // A mutex's free branch cannot find its key: no prev_kv asked.
-        let m = request(&acquire_of("n/1f"), Mode::Queue);
+        let m = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
         assert!(matches!(m.success[0].request, Some(Op::RequestPut(ref p)) if !p.prev_kv));
         let free = |prev| pb::TxnResponse {
             header: header(9),
             succeeded: true,
             responses: vec![put_answer(prev)],
         };
-        let q = read_answer(&a, Mode::Queue, &free(Some(("n/read/1f", 4)))).unwrap();
+        let q = read_answer(&a, Mode::OnlyIfFree, &free(Some(("n/read/1f", 4)))).unwrap();
         assert!(q.holds());
         assert_eq!(q.rev, Revision(4));
         let q = read_answer(&a, Mode::OnlyIfFree, &free(None)).unwrap();
         assert_eq!(q.rev, Revision(9));
+        // A replaced key without a create revision is not believed.
+        assert!(matches!(
+            read_answer(&a, Mode::OnlyIfFree, &free(Some(("n/read/1f", 0)))),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]
@@ -549,6 +580,50 @@ mod tests {
         assert_eq!(found(read_answer(&a, Mode::Queue, &refused(&[]))), Some(2));
         let plain = refused(&[("s/2a", 5)]);
         assert_eq!(found(read_answer(&a, Mode::Queue, &plain)), None);
+    }
+
+    /// A semaphore's answers come nested: the limit compare, then the
+    /// acquire (queueing) or the reads (a try of a busy name, whose agreed
+    /// limit says nothing about a put).
+    #[test]
+    fn a_semaphores_nested_answers_are_read_at_their_depth() {
+        let a = Acquire {
+            rule: Rule::semaphore(1),
+            prefix: "s/",
+            key: "s/permit/1f",
+            value: b"v",
+            lease: LeaseId(0x1f),
+        };
+        let agreed = |responses| pb::TxnResponse {
+            header: header(9),
+            succeeded: false,
+            responses: vec![pb::ResponseOp {
+                response: Some(OpResp::ResponseTxn(pb::TxnResponse {
+                    header: header(9),
+                    succeeded: true,
+                    responses,
+                })),
+            }],
+        };
+        let busy = agreed(vec![range(&[]), range(&[("s/permit/a", 3)])]);
+        let q = read_answer(&a, Mode::OnlyIfFree, &busy).unwrap();
+        assert!(!q.holds());
+        assert_eq!(q.rev, Revision(0));
+        assert_eq!(q.holder.unwrap().key, b"s/permit/a");
+        let queued = agreed(vec![pb::ResponseOp {
+            response: Some(OpResp::ResponseTxn(pb::TxnResponse {
+                header: header(9),
+                succeeded: true,
+                responses: vec![
+                    put_answer(None),
+                    range(&[("s/permit/a", 3)]),
+                    range(&[("s/permit/1f", 9), ("s/permit/a", 3)]),
+                ],
+            })),
+        }]);
+        let q = read_answer(&a, Mode::Queue, &queued).unwrap();
+        assert!(!q.holds());
+        assert_eq!(q.rev, Revision(9));
     }
 
     #[test]
