@@ -321,9 +321,25 @@ fn delete_if(key: &str, rev: i64) -> pb::TxnRequest {
 }
 
 /// locker's acquire transaction, as `tests/transcripts.rs` pins it down: if
-/// my key is absent, put it and read the holder and the two newest keys;
-/// else read mine and the holder.
+/// no key exists under `prefix`, put mine; else (unused here) the nested
+/// [`flat_shaped`] transaction.
 fn acquire_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
+    let key = format!("{prefix}{lease:x}");
+    pb::TxnRequest {
+        compare: vec![queue_empty(prefix)],
+        success: put_if_absent(&key, lease).success,
+        failure: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestTxn(flat_shaped(
+                prefix, lease,
+            ))),
+        }],
+    }
+}
+
+/// locker's queueing branch as a transaction of its own: if my key is
+/// absent, put it and read the holder and the two newest keys; else read
+/// mine and the holder.
+fn flat_shaped(prefix: &str, lease: i64) -> pb::TxnRequest {
     use pb::request_op::Request;
     let key = format!("{prefix}{lease:x}");
     let [holder, newest] = queue_reads(prefix);
@@ -668,26 +684,27 @@ async fn many(eps: &[String], n: usize) {
 /// How a raw acquire is shaped (`baseline` mode's variants).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Acq {
-    /// locker's: compare my key only; then put it and read the holder and
-    /// the two newest keys, else read mine and the holder.
+    /// locker's: compare the whole `{name}/` range, put mine if it is
+    /// empty; else a nested txn (put mine if absent and read the holder and
+    /// the two newest keys; else read mine and the holder).
     Locker,
-    /// locker's without the reads after the put.
-    PutOnly,
-    /// locker's without the two-newest read.
+    /// locker's without the nested queueing branch (the failure is empty).
+    NoQueueing,
+    /// locker's without the two-newest read in the nested branch.
     NoNewest,
     /// etcd's Go recipe: compare my key only, `create(mine) == 0`; then put
     /// it and read the first owner, else read mine and the first owner.
     SingleKey,
-    /// locker 0.2 before issue 16: compare the whole `{name}/` range, put
-    /// mine if it is empty; else a nested txn: locker's acquire.
-    Nested,
+    /// Put mine if absent, no reads.
+    PutOnly,
+    /// locker's nested txn alone, at the top: its reads run on every
+    /// acquire (tried in issue 16: dearer than locker's).
+    Flat,
     /// The range compare; else put mine unconditionally with `prev_kv` and
-    /// read the holder and the two newest keys. Cheap, but a late copy of
+    /// read the holder and the two newest keys. Cheaper, but a late copy of
     /// a resent acquire rewrites the key's value (tried in issue 16 and
     /// dropped for that).
     Unnested,
-    /// The range compare alone: put mine if the name is empty, else nothing.
-    RangeOnly,
 }
 
 /// How a raw release is shaped.
@@ -727,11 +744,11 @@ const BASE: [Base; 11] = [
     Base::Raw("raw_locker", Acq::Locker, Rel::Guarded),
     Base::Raw("raw_go_recipe", Acq::SingleKey, Rel::Plain),
     Base::Raw("v_plain_delete", Acq::Locker, Rel::Plain),
-    Base::Raw("v_put_only", Acq::PutOnly, Rel::Guarded),
+    Base::Raw("v_no_queueing_branch", Acq::NoQueueing, Rel::Guarded),
     Base::Raw("v_no_newest", Acq::NoNewest, Rel::Guarded),
     Base::Raw("v_go_acquire", Acq::SingleKey, Rel::Guarded),
-    Base::Raw("v_range_compare_only", Acq::RangeOnly, Rel::Guarded),
-    Base::Raw("before_nested", Acq::Nested, Rel::Guarded),
+    Base::Raw("v_put_only", Acq::PutOnly, Rel::Guarded),
+    Base::Raw("flat", Acq::Flat, Rel::Guarded),
     Base::Raw("unnested", Acq::Unnested, Rel::Guarded),
 ];
 
@@ -758,33 +775,30 @@ fn acquire_variant(acq: Acq, prefix: &str, lease: i64) -> pb::TxnRequest {
     let key = format!("{prefix}{lease:x}");
     match acq {
         Acq::Locker => acquire_shaped(prefix, lease),
-        Acq::PutOnly => put_if_absent(&key, lease),
-        Acq::NoNewest => {
-            let mut t = acquire_shaped(prefix, lease);
-            t.success.truncate(2);
-            t
-        }
-        Acq::RangeOnly => pb::TxnRequest {
-            compare: vec![queue_empty(prefix)],
-            success: put_if_absent(&key, lease).success,
+        Acq::NoQueueing => pb::TxnRequest {
             failure: vec![],
+            ..acquire_shaped(prefix, lease)
         },
-        Acq::Nested => pb::TxnRequest {
-            compare: vec![queue_empty(prefix)],
-            success: put_if_absent(&key, lease).success,
-            failure: vec![pb::RequestOp {
-                request: Some(Request::RequestTxn(acquire_shaped(prefix, lease))),
-            }],
-        },
+        Acq::NoNewest => {
+            let mut nested = flat_shaped(prefix, lease);
+            nested.success.truncate(2);
+            pb::TxnRequest {
+                failure: vec![pb::RequestOp {
+                    request: Some(Request::RequestTxn(nested)),
+                }],
+                ..acquire_shaped(prefix, lease)
+            }
+        }
+        Acq::PutOnly => put_if_absent(&key, lease),
+        Acq::Flat => flat_shaped(prefix, lease),
         Acq::Unnested => {
             let mut put = put_if_absent(&key, lease).success;
             if let Some(Request::RequestPut(p)) = &mut put[0].request {
                 p.prev_kv = true;
             }
             pb::TxnRequest {
-                compare: vec![queue_empty(prefix)],
-                success: put_if_absent(&key, lease).success,
                 failure: put.into_iter().chain(queue_reads(prefix)).collect(),
+                ..acquire_shaped(prefix, lease)
             }
         }
         Acq::SingleKey => {

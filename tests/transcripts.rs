@@ -87,7 +87,7 @@ fn acquire_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     let newest = format!("range \"{name}/\"..\"{name}0\" sort=create:desc limit=2 keys_only");
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [{put}, {o}, {n}] else [range \"{key}\", {o}]",
+        "call /etcdserverpb.KV/Txn txn if [create(\"{name}/\"..\"{name}0\") == 0] then [{put}] else [txn if [create(\"{key}\") == 0] then [{put}, {o}, {n}] else [range \"{key}\", {o}]]",
         o = owner_range(name),
         n = newest,
     )
@@ -108,6 +108,8 @@ fn writer_ranges(name: &str) -> [String; 2] {
     ]
 }
 
+/// A reader's own key is no blocker, so its free branch may find the key
+/// there (a resent or resumed read lock): that put asks for what it replaces.
 fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
     let put = format!("put \"{key}\" value_len={value_len} lease={lease}");
     let [a, b] = writer_ranges(name);
@@ -116,7 +118,7 @@ fn read_txn(name: &str, key: &str, value_len: usize, lease: &str) -> String {
         "range {a} sort=create:desc limit=2 keys_only, range {b} sort=create:desc limit=2 keys_only"
     );
     format!(
-        "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]"
+        "call /etcdserverpb.KV/Txn txn if [create({a}) == 0, create({b}) == 0] then [{put} prev_kv] else [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]]"
     )
 }
 

