@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
+use locker::testing::{Etcd, Proxy, ProxyMode, connect_for_faults as connect, wait_until, within};
 use locker::wire::etcdserverpb as pb;
 use locker::{Client, Error, KeyValue, LeaseId, LockEvent, Revision, TryLock};
 use tokio::time::Instant;
@@ -25,20 +25,6 @@ async fn start_etcd() -> Etcd {
     within("start etcd", Duration::from_secs(30), Etcd::single())
         .await
         .expect("start etcd")
-}
-
-/// A client of its own to `endpoints`, without HTTP/2 keepalive pings (so
-/// that a connection held up by a proxy stays open, as a slow network
-/// would keep it).
-async fn connect(endpoints: Vec<String>, request_timeout: Duration) -> Client {
-    let builder = Client::builder()
-        .endpoints(endpoints)
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(request_timeout)
-        .http2_keepalive(None);
-    within("connect", STEP, builder.connect())
-        .await
-        .expect("connect")
 }
 
 async fn queue_of(client: &Client, name: &str) -> Vec<KeyValue> {

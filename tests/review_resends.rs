@@ -15,7 +15,9 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode, queue, wait_queued, wait_until, within};
+use locker::testing::{
+    Etcd, Proxy, ProxyMode, connect_for_faults as connect, queue, wait_queued, wait_until, within,
+};
 use locker::{Client, KeyValue};
 use tokio::time::Instant;
 
@@ -26,18 +28,6 @@ async fn start_etcd() -> Etcd {
     within("start etcd", Duration::from_secs(30), Etcd::single())
         .await
         .expect("start etcd")
-}
-
-/// A client of its own to `endpoints`, without HTTP/2 keepalive pings.
-async fn connect(endpoints: Vec<String>, request_timeout: Duration) -> Client {
-    let builder = Client::builder()
-        .endpoints(endpoints)
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(request_timeout)
-        .http2_keepalive(None);
-    within("connect", STEP, builder.connect())
-        .await
-        .expect("connect")
 }
 
 /// The raft proposals etcd has committed so far: every acquire `Txn` is

@@ -37,3 +37,21 @@ pub async fn connect_through(proxy: &Proxy) -> Client {
         .await
         .unwrap_or_else(|e| panic!("connect to etcd through the proxy: {e}"))
 }
+
+/// A client for fault tests: its own connection to `endpoints`, a 1 s
+/// connect timeout, the given request timeout, and no HTTP/2 keepalive
+/// pings (so that a connection a proxy holds up stays open, as a slow
+/// network would keep it).
+///
+/// # Panics
+/// When it cannot connect within 10 s.
+pub async fn connect_for_faults(endpoints: Vec<String>, request_timeout: Duration) -> Client {
+    let builder = Client::builder()
+        .endpoints(endpoints)
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(request_timeout)
+        .http2_keepalive(None);
+    within("connect", LIMIT, builder.connect())
+        .await
+        .unwrap_or_else(|e| panic!("connect to etcd: {e}"))
+}

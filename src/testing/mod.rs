@@ -67,7 +67,7 @@ mod wait;
 use std::fmt;
 
 pub use certs::TestCerts;
-pub use connect::{connect, connect_through};
+pub use connect::{connect, connect_for_faults, connect_through};
 pub use etcd::{Etcd, EtcdBuilder};
 pub use proxy::{Proxy, ProxyMode};
 pub use queue::{queue, queue_keys, wait_queue_is, wait_queued};
