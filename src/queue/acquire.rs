@@ -587,33 +587,25 @@ mod tests {
             value: b"v",
             lease: LeaseId(0x1f),
         };
-        let agreed = |responses| pb::TxnResponse {
-            header: header(9),
-            succeeded: false,
-            responses: vec![pb::ResponseOp {
-                response: Some(OpResp::ResponseTxn(pb::TxnResponse {
-                    header: header(9),
-                    succeeded: true,
-                    responses,
-                })),
-            }],
-        };
+        // The limit agreed: the inner answers sit one level down.
+        let agreed = |responses| nested_answer(true, responses);
         let busy = agreed(vec![range(&[]), range(&[("s/permit/a", 3)])]);
         let q = read_answer(&a, Mode::OnlyIfFree, &busy).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(0));
         assert_eq!(q.holder.unwrap().key, b"s/permit/a");
-        let queued = agreed(vec![pb::ResponseOp {
-            response: Some(OpResp::ResponseTxn(pb::TxnResponse {
-                header: header(9),
-                succeeded: true,
-                responses: vec![
+        // The queueing txn, created my key: one level further down.
+        let queued = agreed(
+            nested_answer(
+                true,
+                vec![
                     put_answer(None),
                     range(&[("s/permit/a", 3)]),
                     range(&[("s/permit/1f", 9), ("s/permit/a", 3)]),
                 ],
-            })),
-        }]);
+            )
+            .responses,
+        );
         let q = read_answer(&a, Mode::Queue, &queued).unwrap();
         assert!(!q.holds());
         assert_eq!(q.rev, Revision(9));
