@@ -340,6 +340,15 @@ mod tests {
         }
     }
 
+    /// A semaphore of one permit's acquire under `s/`.
+    fn one_permit() -> Acquire<'static> {
+        Acquire {
+            rule: Rule::semaphore(1),
+            prefix: "s/",
+            ..acquire_of("s/permit/1f")
+        }
+    }
+
     fn header(revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             revision,
@@ -493,8 +502,8 @@ mod tests {
 
     /// A reader's key is no blocker: with no writer, a resent read lock, or
     /// one on a resumed session, takes the free branch with its key already
-    /// there. The put
-    /// asks for the key it replaces, whose create revision stays the token.
+    /// there. The put asks for the key it replaces, whose create revision
+    /// stays the token.
     #[test]
     fn a_readers_free_put_that_replaced_its_key_keeps_its_create_revision() {
         let a = Acquire {
@@ -532,13 +541,7 @@ mod tests {
 
     #[test]
     fn a_limit_left_beside_keys_of_another_kind_is_not_reported_as_agreed() {
-        let a = Acquire {
-            rule: Rule::semaphore(1),
-            prefix: "s/",
-            key: "s/permit/1f",
-            value: b"v",
-            lease: LeaseId(0x1f),
-        };
+        let a = one_permit();
         let refused = |others: &[(&str, i64)]| pb::TxnResponse {
             header: header(9),
             succeeded: false,
@@ -580,13 +583,7 @@ mod tests {
     /// limit says nothing about a put).
     #[test]
     fn a_semaphores_nested_answers_are_read_at_their_depth() {
-        let a = Acquire {
-            rule: Rule::semaphore(1),
-            prefix: "s/",
-            key: "s/permit/1f",
-            value: b"v",
-            lease: LeaseId(0x1f),
-        };
+        let a = one_permit();
         // The limit agreed: the inner answers sit one level down.
         let agreed = |responses| nested_answer(true, responses);
         let busy = agreed(vec![range(&[]), range(&[("s/permit/a", 3)])]);
