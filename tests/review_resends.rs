@@ -2,23 +2,22 @@
 //! shapes tried in issue 16. The first (b14d487) put my key with `prev_kv`
 //! whenever the lock was busy, so that a late copy of a resent acquire
 //! rewrote the key (and undid a later proclamation: the test below). The
-//! acquire kept puts my key only if it is absent and otherwise only reads:
+//! acquire kept puts my key only if it is absent, and otherwise only reads:
 //! every late or resent copy of a queued or held key here must write
 //! nothing and wake nobody.
 //!
-//! Tests marked `#[ignore = "bug: ..."]` fail today and are the evidence
-//! for a bug not fixed here (`cargo test --all-features --test
-//! review_flat_acquire -- --ignored`); the others are regression tests.
-//! Everything runs against etcd processes and proxies the tests start
-//! themselves; every wait has a deadline.
+//! These are regression tests (`cargo test --all-features --test
+//! review_resends`). Everything runs against etcd processes and proxies
+//! the tests start themselves; every wait has a deadline.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use locker::testing::{
     Etcd, Proxy, ProxyMode, connect_for_faults as connect, queue, wait_queued, wait_until, within,
 };
-use locker::{Client, KeyValue};
+use locker::{Client, KeyValue, Revision};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The bound of one test step.
@@ -36,6 +35,49 @@ async fn committed(etcd: &Etcd) -> f64 {
     etcd.metric(0, "etcd_server_proposals_committed_total")
         .await
         .expect("etcd's commit count")
+}
+
+/// One etcd, a proxy in front of it, and a client that sends to the proxy
+/// first and resends directly to etcd when an answer is late.
+async fn etcd_behind_a_proxy() -> (Etcd, Proxy, Client) {
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    (etcd, proxy, client)
+}
+
+/// Queues `waiter` (whose key is `w_key`, behind `ahead` keys) through
+/// `proxy` held up, so that its acquire is resent directly and its first
+/// copy reaches etcd late, then queues `last` behind it. Returns once the
+/// late copy has reached etcd and is seen to have written nothing (its key
+/// is still at version 1), with the proxy passing again: both tasks, and
+/// the waiter's key's create revision.
+async fn queue_with_a_late_copy<T: Send + 'static>(
+    (etcd, proxy, reader): (&Etcd, &Proxy, &Client),
+    (name, w_key, ahead): (&str, &str, usize),
+    waiter: impl Future<Output = T> + Send + 'static,
+    last: impl Future<Output = T> + Send + 'static,
+) -> (JoinHandle<T>, Revision, JoinHandle<T>) {
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
+    let before = committed(etcd).await;
+    let w = tokio::spawn(waiter);
+    wait_queued(reader, name, ahead + 1).await;
+    let w_rev = get(reader, w_key)
+        .await
+        .expect("the waiter's key")
+        .create_revision;
+    let x = tokio::spawn(last);
+    wait_queued(reader, name, ahead + 2).await;
+    // Three acquires reach etcd: the waiter's resent copy, the last
+    // waiter's, and the waiter's late first copy. Nothing else writes.
+    wait_until("the late copy reached etcd", STEP, || async {
+        committed(etcd).await - before >= 3.0
+    })
+    .await;
+    let kv = get(reader, w_key).await.expect("the waiter's key");
+    assert_eq!(kv.version, 1, "the late copy wrote the key: {kv:?}");
+    proxy.set_mode(ProxyMode::Pass);
+    (w, w_rev, x)
 }
 
 async fn get(client: &Client, key: &str) -> Option<KeyValue> {
@@ -174,9 +216,7 @@ async fn a_read_lock_on_a_resumed_session_keeps_its_old_keys_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_a_resent_campaign_does_not_undo_a_later_proclamation() {
     const NAME: &str = "elect-late";
-    let etcd = start_etcd().await;
-    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
-    let client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let (etcd, proxy, client) = etcd_behind_a_proxy().await;
     let observer = connect(etcd.endpoints(), Duration::from_secs(5)).await;
     let session = within("session", STEP, client.session(Duration::from_secs(15)))
         .await
@@ -240,9 +280,7 @@ async fn a_late_copy_of_a_resent_campaign_does_not_undo_a_later_proclamation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
     const NAME: &str = "resend-waiting";
-    let etcd = start_etcd().await;
-    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
-    let w_client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let (etcd, proxy, w_client) = etcd_behind_a_proxy().await;
     let h_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
     let x_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
     let holder = within("holder", STEP, h_client.lock(NAME))
@@ -252,25 +290,13 @@ async fn a_late_copy_of_a_waiters_acquire_keeps_its_place_and_wakes_nobody() {
         .await
         .expect("session");
     let w_key = format!("{NAME}/{}", w_session.lease());
-    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
-    let before = committed(&etcd).await;
-    let w = tokio::spawn(w_session.lock(NAME).timeout(STEP).into_future());
-    wait_queued(&h_client, NAME, 2).await;
-    let w_rev = get(&h_client, &w_key)
-        .await
-        .expect("the waiter's key")
-        .create_revision;
-    let x = tokio::spawn(x_client.lock(NAME).timeout(STEP).into_future());
-    wait_queued(&h_client, NAME, 3).await;
-    // Three acquires reach etcd: the waiter's resent copy, the last
-    // waiter's, and the waiter's late first copy. Nothing else writes.
-    wait_until("the late copy reached etcd", STEP, || async {
-        committed(&etcd).await - before >= 3.0
-    })
+    let (w, w_rev, x) = queue_with_a_late_copy(
+        (&etcd, &proxy, &h_client),
+        (NAME, &w_key, 1),
+        w_session.lock(NAME).timeout(STEP).into_future(),
+        x_client.lock(NAME).timeout(STEP).into_future(),
+    )
     .await;
-    let kv = get(&h_client, &w_key).await.expect("the waiter's key");
-    assert_eq!(kv.version, 1, "the late copy wrote the key: {kv:?}");
-    proxy.set_mode(ProxyMode::Pass);
     within("holder's guarded put", STEP, holder.put("data", "holder"))
         .await
         .expect("the holder still holds");
@@ -367,9 +393,7 @@ async fn a_lock_on_a_resumed_session_does_not_wait_behind_its_own_old_key_of_ano
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
     const NAME: &str = "sem-late";
-    let etcd = start_etcd().await;
-    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
-    let w_client = connect(vec![proxy.url(), etcd.endpoint(0)], Duration::from_secs(1)).await;
+    let (etcd, proxy, w_client) = etcd_behind_a_proxy().await;
     let direct = connect(etcd.endpoints(), Duration::from_secs(5)).await;
     let x_client = connect(etcd.endpoints(), Duration::from_secs(5)).await;
     let sem = direct.semaphore(NAME, 2);
@@ -382,36 +406,21 @@ async fn a_late_copy_of_a_semaphore_waiters_acquire_admits_nobody_early() {
         .await
         .expect("session");
     let w_key = format!("{NAME}/permit/{}", w_session.lease());
-    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(2500)));
-    let before = committed(&etcd).await;
-    let w = tokio::spawn(
+    let (w, w_rev, x) = queue_with_a_late_copy(
+        (&etcd, &proxy, &direct),
+        (NAME, &w_key, 2),
         w_session
             .semaphore(NAME, 2)
             .acquire()
             .timeout(STEP)
             .into_future(),
-    );
-    wait_queued(&direct, NAME, 3).await;
-    let w_rev = get(&direct, &w_key)
-        .await
-        .expect("the waiter's key")
-        .create_revision;
-    let x = tokio::spawn(
         x_client
             .semaphore(NAME, 2)
             .acquire()
             .timeout(STEP)
             .into_future(),
-    );
-    wait_queued(&direct, NAME, 4).await;
-    // As above: the resent copy, the last waiter's acquire, the late copy.
-    wait_until("the late copy reached etcd", STEP, || async {
-        committed(&etcd).await - before >= 3.0
-    })
+    )
     .await;
-    let kv = get(&direct, &w_key).await.expect("the waiter's key");
-    assert_eq!(kv.version, 1, "the late copy wrote the key: {kv:?}");
-    proxy.set_mode(ProxyMode::Pass);
     for (g, who) in [(&a, "a"), (&b, "b")] {
         within("guarded put", STEP, g.put("data", who))
             .await
