@@ -385,6 +385,66 @@ async fn a_lock_on_a_resumed_session_does_not_wait_behind_its_own_old_key_of_ano
     drop(old);
 }
 
+/// As above, when the first request for the name on the resumed session
+/// gives up (its timeout) while it is still removing the earlier run's
+/// key: the name is not yet clean, so the next request removes the key
+/// and holds, instead of waiting behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_sessions_cleanup_cut_short_by_a_timeout_is_done_by_the_next_request() {
+    const NAME: &str = "shape-cut";
+    let etcd = start_etcd().await;
+    let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
+    let before = connect(etcd.endpoints(), Duration::from_secs(5)).await;
+    // Only the proxy, and a request timeout longer than the lock's: the
+    // held-up read is neither resent elsewhere nor failed, only given up.
+    let after = connect(vec![proxy.url()], Duration::from_secs(10)).await;
+    let old = within("session", STEP, before.session(Duration::from_secs(10)))
+        .await
+        .expect("session");
+    let reader = within("old read_lock", STEP, old.read_lock(NAME))
+        .await
+        .expect("old read_lock");
+    let resumed = within("resume", STEP, after.resume_session(old.lease()))
+        .await
+        .expect("resume");
+    proxy.set_mode(ProxyMode::Blackhole);
+    let cut = within(
+        "the cut-short lock",
+        STEP,
+        resumed.lock(NAME).timeout(Duration::from_millis(500)),
+    )
+    .await;
+    assert!(
+        matches!(cut, Err(locker::Error::AcquireTimeout { .. })),
+        "{cut:?}"
+    );
+    proxy.set_mode(ProxyMode::Pass);
+    let outcome = within(
+        "the next lock",
+        STEP,
+        resumed.lock(NAME).timeout(Duration::from_secs(3)),
+    )
+    .await;
+    let keys: Vec<_> = queue(&before, NAME)
+        .await
+        .iter()
+        .map(KeyValue::key_str)
+        .collect();
+    match outcome {
+        Err(locker::Error::AcquireTimeout { .. }) => {
+            panic!("the next lock waited behind the earlier run's key: {keys:?}")
+        }
+        Ok(g) => {
+            assert_eq!(keys, [g.key()], "the earlier run's key stayed");
+            within("release", STEP, g.release()).await.expect("release");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    drop(reader);
+    within("close", STEP, resumed.close()).await.expect("close");
+    drop(old);
+}
+
 /// The same with a semaphore of 2, whose waiters watch two keys each: a
 /// late copy of a waiter's acquire reaches etcd while the waiter behind it
 /// watches its key. Nobody is admitted early (never more than 2), the

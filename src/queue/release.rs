@@ -95,20 +95,18 @@ pub(crate) async fn remove_stale(
 /// the same shape is `mine`, and keeps its place.
 ///
 /// # Errors
-/// Network errors; the name is then checked again by its next request.
+/// Network errors; the name is then checked again by its next request, as
+/// it is when this is dropped before its end.
 pub(crate) async fn remove_inherited(session: &SessionInner, name: &str, mine: &str) -> Result<()> {
     if !session.may_inherit(name) {
         return Ok(());
     }
     for key in Rule::every_shape(name, session.lease) {
-        if key == mine {
-            continue;
-        }
-        if let Err(e) = delete_queued(&session.client, &key).await {
-            session.inherited_left(name);
-            return Err(e);
+        if key != mine {
+            delete_queued(&session.client, &key).await?;
         }
     }
+    session.inherited_removed(name);
     Ok(())
 }
 

@@ -63,9 +63,9 @@ pub(crate) struct SessionInner {
     keepalive: Mutex<Option<JoinHandle<()>>>,
     /// What this session knows of each name it queued for.
     pub(super) names: Mutex<HashMap<String, Slot>>,
-    /// On a session resumed on an earlier lease: the names used since, whose
-    /// keys left by the earlier run in other shapes are gone (`None`: a
-    /// session of a new lease, which has no earlier run).
+    /// On a session resumed on an earlier lease: the names whose keys left
+    /// by the earlier run in other shapes a request here has removed
+    /// (`None`: a session of a new lease, which has no earlier run).
     pub(super) inherited: Option<Mutex<HashSet<String>>>,
 }
 

@@ -106,7 +106,8 @@ impl Client {
     ///
     /// Wire calls: one `Lease/LeaseTimeToLive`. Later, the first request
     /// for each name on the session first sends one `KV/Range` per other
-    /// shape, and one `KV/Txn` (a guarded delete) per key found.
+    /// shape, and one `KV/Txn` (a guarded delete) per key found; a request
+    /// that gives up or fails before these end leaves them to the next.
     ///
     /// # Errors
     /// [`Error::LeaseExpired`] when the lease is gone; network errors.

@@ -91,19 +91,21 @@ impl SessionInner {
 
     /// On a session resumed on an earlier lease, whether `name` may still
     /// hold keys of the earlier run in another shape than the one asked for
-    /// now (first use of the name here); the caller removes them, or calls
-    /// [`inherited_left`](Self::inherited_left) when it could not.
+    /// now: no request here has removed them yet. The caller removes them,
+    /// then calls [`inherited_removed`](Self::inherited_removed).
     pub(crate) fn may_inherit(&self, name: &str) -> bool {
         self.inherited
             .as_ref()
-            .is_some_and(|seen| crate::rt::lock(seen).insert(name.to_owned()))
+            .is_some_and(|removed| !crate::rt::lock(removed).contains(name))
     }
 
-    /// The keys of an earlier run under `name` could not be removed: the
-    /// next request for the name tries again.
-    pub(crate) fn inherited_left(&self, name: &str) {
-        if let Some(seen) = &self.inherited {
-            crate::rt::lock(seen).remove(name);
+    /// The keys of the earlier run under `name` are gone: later requests
+    /// for the name need not look. Only said once the deletes all ended, so
+    /// that a request given up (or failed) half-way leaves the name to the
+    /// next one.
+    pub(crate) fn inherited_removed(&self, name: &str) {
+        if let Some(removed) = &self.inherited {
+            crate::rt::lock(removed).insert(name.to_owned());
         }
     }
 
