@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::acquire::{Acquire, Mode, acquire};
 use super::held::Held;
 use super::key;
-use super::release::{CancelCleanup, LeaseUse, leave, remove_inherited, remove_stale};
+use super::release::{LeaseUse, Reservation};
 use super::rule::Rule;
 use super::wait::{Place, wait_turn};
 use crate::client::Client;
@@ -36,12 +36,11 @@ pub(crate) struct Entry {
     pub(crate) rule: Rule,
 }
 
-/// A request ready to send its acquire: its lease, its reserved name and
-/// the cleanup that runs if it is dropped.
+/// A request ready to send its acquire: its lease and its reserved name
+/// (which removes my key if the request is dropped).
 struct Ready {
     session: Arc<SessionInner>,
-    lease_use: LeaseUse,
-    cleanup: CancelCleanup,
+    slot: Reservation,
     key: String,
     value: Vec<u8>,
 }
@@ -97,28 +96,19 @@ impl Entry {
     }
 
     /// The start shared by waiting and trying: get the lease, reserve the
-    /// name on it, remove what an earlier request left under the key (and,
-    /// on a resumed session, what the earlier run left in other shapes).
+    /// name on it (removing what earlier requests for the name left, and on
+    /// a resumed session what the earlier run left in other shapes), and
+    /// note that my key may exist from now on: a drop or an error removes
+    /// it.
     async fn ready(&self) -> Result<Ready> {
         let (session, lease_use) = self.lease().await?;
-        let stale = session.reserve(&self.name).await?;
         let key = self.rule.key(&self.name, session.lease);
-        // From here on, a drop or an error removes whatever this request
-        // (or an earlier one, for a stale key) left under its key.
-        let cleanup = CancelCleanup {
-            session: session.clone(),
-            lease_use,
-            name: self.name.clone(),
-            key: key.clone(),
-            armed: true,
-        };
-        remove_stale(&session, &self.name, stale).await?;
-        remove_inherited(&session, &self.name, &key).await?;
+        let slot = Reservation::take(session.clone(), lease_use, &self.name, &key).await?;
+        slot.may_put(&key);
         let value = self.value.clone().unwrap_or_else(key::default_value);
         Ok(Ready {
             session,
-            lease_use,
-            cleanup,
+            slot,
             key,
             value,
         })
@@ -184,23 +174,25 @@ impl Entry {
             1 => Mode::OnlyIfFree,
             _ => Mode::Queue,
         };
+        // An error drops the reservation, which removes my key in the
+        // background.
         let q = acquire(&r.session.client, &a, mode).await?;
         if q.holds() {
-            return Ok(Ok(self.finish(r, Ok((q.rev, q.found))).await?));
+            // The lease may have been lost as the answer came.
+            let alive = r.session.check_alive().map(|()| (q.rev, q.found));
+            return Ok(Ok(self.finish(r, alive).await?));
         }
         let Some(holder) = q.holder else {
             return Err(no_holder());
         };
         // Leave nothing behind: my key if the try queued it or found it
         // (on a resumed session), and a lease of its own (best effort: an
-        // unused lease also expires by itself). The cleanup stays armed
-        // until then, for a drop meanwhile.
-        if mode == Mode::Queue || q.rev.0 != 0 || r.lease_use == LeaseUse::Own {
-            leave(&r.session, r.lease_use, &self.name, &r.key).await;
-        } else {
-            r.session.unreserve(&self.name);
+        // unused lease also expires by itself). A try that put nothing and
+        // found nothing has no key to delete.
+        if mode == Mode::OnlyIfFree && q.rev.0 == 0 {
+            r.slot.gone(&r.key);
         }
-        r.cleanup.disarm();
+        let _ = r.slot.leave().await;
         Ok(Err(holder))
     }
 
@@ -219,16 +211,12 @@ impl Entry {
     async fn finish(self, r: Ready, outcome: Result<(Revision, Option<Vec<u8>>)>) -> Result<Held> {
         match outcome {
             Ok((rev, found)) => {
-                r.cleanup.disarm();
                 let value = found.unwrap_or(r.value);
-                let (name, key) = (self.name, r.key);
-                Ok(Held::new(r.session, r.lease_use, name, key, value, rev))
+                Ok(Held::new(r.slot, r.key, value, rev))
             }
             Err(e) => {
-                // Armed until the leave is done: a drop meanwhile still
-                // removes the key, in the background.
-                leave(&r.session, r.lease_use, &self.name, &r.key).await;
-                r.cleanup.disarm();
+                // A drop during the leave hands it to the background.
+                let _ = r.slot.leave().await;
                 Err(e)
             }
         }

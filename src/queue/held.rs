@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::acquire::op;
-use super::release::{LeaseUse, delete_if_mine, leave_in_background};
+use super::release::{LeaseUse, Reservation};
 use super::rule::compare_create;
 use crate::client::Retry;
 use crate::error::{Error, Result};
@@ -14,36 +14,28 @@ use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
 
 /// My key, holding. Dropped without [`release`](Held::release), it is
-/// released in the background.
+/// released in the background (by its reservation).
 pub(crate) struct Held {
     pub(crate) session: Arc<SessionInner>,
-    pub(crate) lease_use: LeaseUse,
     pub(crate) name: String,
     pub(crate) key: String,
     pub(crate) value: Vec<u8>,
     /// My key's create revision: the fencing token.
     pub(crate) rev: Revision,
-    done: bool,
+    /// The name, reserved on the session until my key is gone.
+    slot: Reservation,
 }
 
 impl Held {
-    pub(crate) fn new(
-        session: Arc<SessionInner>,
-        lease_use: LeaseUse,
-        name: String,
-        key: String,
-        value: Vec<u8>,
-        rev: Revision,
-    ) -> Held {
-        session.set_revision(&name, rev);
+    pub(crate) fn new(slot: Reservation, key: String, value: Vec<u8>, rev: Revision) -> Held {
+        slot.known(&key, rev);
         Held {
-            session,
-            lease_use,
-            name,
+            session: slot.session.clone(),
+            name: slot.name.clone(),
             key,
             value,
             rev,
-            done: false,
+            slot,
         }
     }
 
@@ -97,34 +89,19 @@ impl Held {
     /// # Errors
     /// The loss ([`Error::LockLost`], [`Error::LeaseExpired`]) when it came
     /// before the release; network errors.
-    pub(crate) async fn release(mut self) -> Result<()> {
-        self.done = true;
+    pub(crate) async fn release(self) -> Result<()> {
         let lost = self.session.lost();
+        let lease_use = self.slot.lease_use;
         // A loss known here is the answer, whether or not the release's own
-        // call gets through.
-        let done = match self.lease_use {
-            LeaseUse::Own => {
-                self.session.unreserve(&self.name);
-                self.session.revoke().await
-            }
-            LeaseUse::Shared => {
-                // Until its key is known to be gone, the name is marked: a
-                // new request for it on this session first deletes this
-                // key, even if this future is dropped before the answer.
-                let mark = self.session.mark_stale(&self.name, Some(self.rev));
-                let r = delete_if_mine(&self.session.client, &self.key, self.rev).await;
-                // A new request for the name on this session took the note
-                // over and removes this key as stale: if it got there
-                // first, the key is gone by our own hand, not lost.
-                r.map(|deleted| !self.session.clear(&self.name, mark) || deleted)
-            }
-        };
-        let done = match (done, lost) {
+        // call gets through. Until my key is known gone, the name stays
+        // reserved: a new request for it on this session waits, even if
+        // this future is dropped before the answer.
+        let done = match (self.slot.leave().await, lost) {
             (Ok(done), _) => done,
             (Err(_), Some(r)) => return Err(self.session.lost_error(r)),
             (Err(e), None) => return Err(e),
         };
-        let gone = || match self.lease_use {
+        let gone = || match lease_use {
             LeaseUse::Own => Error::LeaseExpired {
                 lease: self.session.lease,
             },
@@ -133,20 +110,5 @@ impl Held {
             },
         };
         self.session.release_outcome(lost, done, gone)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if !self.done {
-            let key = std::mem::take(&mut self.key);
-            leave_in_background(
-                &self.session,
-                self.lease_use,
-                &self.name,
-                key,
-                Some(self.rev),
-            );
-        }
     }
 }

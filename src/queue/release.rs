@@ -7,7 +7,7 @@ use super::acquire::op;
 use super::rule::{Rule, compare_create};
 use crate::client::{Client, Retry};
 use crate::error::Result;
-use crate::session::{LostReason, SessionInner, StaleKey};
+use crate::session::{Debt, LostReason, SessionInner, Ticket};
 use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
@@ -42,11 +42,11 @@ pub(crate) async fn delete_if_mine(client: &Client, key: &str, rev: Revision) ->
     Ok(client.txn(Retry::Safe, req).await?.succeeded)
 }
 
-/// Deletes `key` whatever its create revision, without ever deleting a key
-/// created after this call started: the key is read, then deleted only if
-/// its create revision is the one read. (An unconditional delete could be
-/// resent or applied late, and hit the key of a later request for the same
-/// name on the same lease.)
+/// Deletes `key` whatever its create revision: reads it, then deletes it
+/// only if its create revision is the one read (an unconditional delete
+/// could be resent or applied late, and hit a key created after it). Only
+/// called while the name is reserved, so that no request of this session
+/// can create the key between the read and the delete.
 ///
 /// # Errors
 /// Network errors.
@@ -57,131 +57,176 @@ pub(crate) async fn delete_queued(client: &Client, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes what an earlier request for the same name on this session may
-/// have left behind; on failure the name stays marked.
-///
-/// The earlier request may have been of another primitive than this one (a
-/// reader before a writer, a permit before a lock): its key had another
-/// shape, so each shape's key of this lease under the name is deleted, each
-/// only if its create revision is the stale one (when known).
-///
-/// # Errors
-/// Network errors.
-pub(crate) async fn remove_stale(
-    session: &SessionInner,
-    name: &str,
-    stale: Option<StaleKey>,
-) -> Result<()> {
-    let Some(StaleKey(rev)) = stale else {
-        return Ok(());
-    };
-    for key in Rule::every_shape(name, session.lease) {
-        let r = match rev {
-            Some(rev) => delete_if_mine(&session.client, &key, rev).await.map(|_| ()),
-            None => delete_queued(&session.client, &key).await,
-        };
-        if r.is_err() {
-            let _ = session.mark_stale(name, rev);
-            return r;
-        }
-    }
-    Ok(())
-}
-
-/// On a session resumed on an earlier lease, deletes the keys the earlier
-/// run left under `name` in other shapes than `mine` (a reader's key before
-/// a writer's request, a permit before a lock): nothing else ever removes
-/// them while the session lives, and `mine` would wait behind them. A key of
-/// the same shape is `mine`, and keeps its place.
-///
-/// # Errors
-/// Network errors; the name is then checked again by its next request, as
-/// it is when this is dropped before its end.
-pub(crate) async fn remove_inherited(session: &SessionInner, name: &str, mine: &str) -> Result<()> {
-    if !session.may_inherit(name) {
-        return Ok(());
-    }
-    for key in Rule::every_shape(name, session.lease) {
-        if key != mine {
-            delete_queued(&session.client, &key).await?;
-        }
-    }
-    session.inherited_removed(name);
-    Ok(())
-}
-
-/// Leaves nothing queued, now, for a request that ends without holding:
-/// revokes a lease of its own, or deletes the key on a session (the name
-/// is marked first, so that a drop while the delete is in flight still
-/// leaves a note for the next request).
-pub(crate) async fn leave(session: &SessionInner, lease_use: LeaseUse, name: &str, key: &str) {
-    match lease_use {
-        LeaseUse::Own => {
-            session.unreserve(name);
-            let _ = session.revoke().await;
-        }
-        LeaseUse::Shared => {
-            let mark = session.mark_stale(name, None);
-            if delete_queued(&session.client, key).await.is_ok() {
-                let _ = session.clear(name, mark);
-            }
-        }
-    }
-}
-
-/// Removes a queued key if the acquiring future is dropped before it
-/// holds or leaves; [`disarm`](Self::disarm) once either happened.
-pub(crate) struct CancelCleanup {
+/// A name reserved on a session, from the request that reserves it to the
+/// end of the guard that holds it, and on to the end of the removal of its
+/// keys. It owns the name's slot (its [`Ticket`]); dropped before it has
+/// removed them, it hands the removal to a background task, which keeps
+/// the name reserved until it ends.
+pub(crate) struct Reservation {
     pub(crate) session: Arc<SessionInner>,
     pub(crate) lease_use: LeaseUse,
     pub(crate) name: String,
-    pub(crate) key: String,
-    pub(crate) armed: bool,
+    ticket: Ticket,
+    /// Given up: nothing to do on drop.
+    done: bool,
+    /// Owned by a background removal: a drop does not start another.
+    background: bool,
 }
 
-impl CancelCleanup {
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
+impl Reservation {
+    /// Reserves `name` for a request whose key will be `mine`, waiting
+    /// while the name's keys are being removed, then deletes what earlier
+    /// requests for the name left (each shape of key, by its create
+    /// revision when known) and, on a resumed session, the earlier run's
+    /// keys of other shapes than `mine`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyLocked`](crate::Error::AlreadyLocked) while a
+    /// request or guard of the session owns the name; network errors (the
+    /// keys not deleted yet stay owed, and the name's next request deletes
+    /// them).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a drop after the reservation removes the owed keys in
+    /// the background.
+    pub(crate) async fn take(
+        session: Arc<SessionInner>,
+        lease_use: LeaseUse,
+        name: &str,
+        mine: &str,
+    ) -> Result<Reservation> {
+        let shapes = Rule::every_shape(name, session.lease);
+        let (ticket, debts) = session.reserve(name, mine, &shapes).await?;
+        let r = Reservation {
+            session,
+            lease_use,
+            name: name.to_owned(),
+            ticket,
+            done: false,
+            background: false,
+        };
+        r.pay(debts).await?;
+        Ok(r)
     }
-}
 
-impl Drop for CancelCleanup {
-    fn drop(&mut self) {
-        if self.armed {
-            // The create revision may be unknown (the transaction may have
-            // been in flight), so the key is read first. A transaction that
-            // etcd applies only after the cleanup (it was cancelled in
-            // flight) leaves its key until the session ends.
-            let key = std::mem::take(&mut self.key);
-            leave_in_background(&self.session, self.lease_use, &self.name, key, None);
+    /// My key may exist from now on: an acquire that puts it is about to be
+    /// sent.
+    pub(crate) fn may_put(&self, key: &str) {
+        self.session
+            .slots(|s| s.may_put(&self.name, self.ticket, key));
+    }
+
+    /// My key exists with create revision `rev`.
+    pub(crate) fn known(&self, key: &str, rev: Revision) {
+        self.session
+            .slots(|s| s.known(&self.name, self.ticket, key, rev));
+    }
+
+    /// My key is known not to exist (a try that put nothing).
+    pub(crate) fn gone(&self, key: &str) {
+        self.session.slots(|s| s.gone(&self.name, self.ticket, key));
+    }
+
+    /// Deletes the keys `debts`, each by its create revision when known
+    /// (read first when not); the name stays mine meanwhile. Returns
+    /// whether every key of known revision was still there to delete.
+    async fn pay(&self, debts: Vec<Debt>) -> Result<bool> {
+        let mut found = true;
+        for d in debts {
+            match d.rev {
+                Some(rev) => found &= delete_if_mine(&self.session.client, &d.key, rev).await?,
+                None => delete_queued(&self.session.client, &d.key).await?,
+            }
+            self.session
+                .slots(|s| s.gone(&self.name, self.ticket, &d.key));
         }
+        Ok(found)
+    }
+
+    /// Leaves: removes every key the name owes (a lease of its own is
+    /// revoked, which deletes them in one commit), then frees the name.
+    /// Meanwhile, other requests for the name on the session wait. Returns
+    /// whether the lease still existed, or every key of known revision was
+    /// still there to delete.
+    ///
+    /// # Errors
+    /// Network errors; the keys not deleted stay owed by the name, and its
+    /// next request deletes them first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a drop hands the removal to a background task.
+    pub(crate) async fn leave(mut self) -> Result<bool> {
+        let (name, ticket) = (self.name.clone(), self.ticket);
+        self.session.slots(|s| s.clean(&name, ticket));
+        let r = match self.lease_use {
+            LeaseUse::Own => {
+                let r = self.session.revoke().await;
+                if r.is_ok() {
+                    self.session.slots(|s| s.all_gone(&name, ticket));
+                }
+                r
+            }
+            LeaseUse::Shared if self.session.lost() == Some(LostReason::Closed) => {
+                // The close's revoke (or the session's drop) takes the
+                // keys with it.
+                self.session.slots(|s| s.all_gone(&name, ticket));
+                Ok(true)
+            }
+            LeaseUse::Shared => {
+                let debts = self.session.slots(|s| s.debts(&name, ticket));
+                self.pay(debts).await
+            }
+        };
+        self.done = true;
+        self.session.slots(|s| s.finish(&name, ticket));
+        r
     }
 }
 
-/// Removes `key` without waiting: a lease of its own goes when its session
-/// is dropped (which the caller's drop does); a key on a shared session is
-/// deleted by a background task, guarded by `rev` (read first when
-/// unknown), and later requests for the name on the session wait for it.
-pub(crate) fn leave_in_background(
-    session: &Arc<SessionInner>,
-    lease_use: LeaseUse,
-    name: &str,
-    key: String,
-    rev: Option<Revision>,
-) {
-    // A closed session's revoke took its keys with it: nothing to delete.
-    let closed = session.lost() == Some(LostReason::Closed);
-    match lease_use {
-        LeaseUse::Own => session.unreserve(name),
-        LeaseUse::Shared if closed => session.unreserve(name),
-        LeaseUse::Shared => {
-            let client = session.client.clone();
-            session.clean_in_background(name, rev, async move {
-                match rev {
-                    Some(rev) => delete_if_mine(&client, &key, rev).await.is_ok(),
-                    None => delete_queued(&client, &key).await.is_ok(),
-                }
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (name, ticket) = (&self.name, self.ticket);
+        let keys_go_anyway =
+            self.lease_use == LeaseUse::Own || self.session.lost() == Some(LostReason::Closed);
+        if keys_go_anyway {
+            // A lease of its own is revoked by the drop of its session,
+            // which follows; a closed session's by its close.
+            self.session.slots(|s| {
+                s.all_gone(name, ticket);
+                s.finish(name, ticket)
             });
+            return;
+        }
+        let rt = tokio::runtime::Handle::try_current().ok();
+        match rt.filter(|_| !self.background) {
+            // The name stays mine until the removal ends: the ticket moves
+            // into the task, which the runtime owns; each of its calls is
+            // bounded by the request timeout.
+            Some(rt) => {
+                // Cleaning from now on, not once the task first runs: a
+                // request for the name meanwhile waits, is not refused.
+                self.session.slots(|s| s.clean(name, ticket));
+                let next = Reservation {
+                    session: self.session.clone(),
+                    lease_use: self.lease_use,
+                    name: std::mem::take(&mut self.name),
+                    ticket,
+                    done: false,
+                    background: true,
+                };
+                rt.spawn(async move {
+                    let _ = next.leave().await;
+                });
+            }
+            // No runtime to remove them with (or the removal itself was
+            // cut short): the owed keys stay as a note, and the name's next
+            // request deletes them first.
+            None => {
+                self.session.slots(|s| s.finish(name, ticket));
+            }
         }
     }
 }

@@ -14,17 +14,58 @@ use crate::types::LeaseId;
 use crate::wire::etcdserverpb as pb;
 use crate::wire::etcdserverpb::lease_client::LeaseClient;
 
-type KeepAliveStream = BiStream<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>;
+pub(super) type KeepAliveStream = BiStream<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>;
+
+/// Opens a keepalive stream for `lease` with one keepalive, and waits for
+/// its answer: the stream, the keepalive's send time and the answer's TTL
+/// (`<= 0`: the lease is gone).
+///
+/// # Errors
+/// Network errors, and a stream that ends before it answers.
+pub(super) async fn first_keepalive(
+    client: &Client,
+    lease: LeaseId,
+) -> Result<(KeepAliveStream, Instant, i64)> {
+    let sent = Instant::now();
+    let mut stream = open(client, lease).await?;
+    let wait = client.request_timeout();
+    match tokio::time::timeout(wait, stream.recv()).await {
+        Ok(Ok(Some(resp))) => Ok((stream, sent, resp.ttl)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(None)) => Err(Error::Protocol {
+            path: paths::LEASE_KEEPALIVE,
+            detail: "the keepalive stream ended before its first answer".into(),
+        }),
+        Err(_) => Err(Error::Timeout {
+            endpoint: stream.endpoint().to_owned(),
+            path: paths::LEASE_KEEPALIVE,
+            after: wait,
+        }),
+    }
+}
+
+/// Opens a keepalive stream whose first message is a keepalive of `lease`.
+async fn open(client: &Client, lease: LeaseId) -> Result<KeepAliveStream> {
+    client
+        .open_stream(
+            paths::LEASE_KEEPALIVE,
+            || pb::LeaseKeepAliveRequest { id: lease.0 },
+            |ch, r| async move { LeaseClient::new(ch).lease_keep_alive(r).await },
+        )
+        .await
+}
 
 /// The keepalive task of one lease. Owned by its `SessionInner`, which
 /// aborts it on close and on drop; it also ends by itself when the lease is
-/// lost, after saying so on `state`.
+/// lost, after saying so on `state`. `stream` is one already open (its
+/// keepalives all answered), for a resumed lease.
 pub(super) async fn keepalive_loop(
     client: Client,
     lease: LeaseId,
     ttl: Duration,
     deadline: Instant,
     state: watch::Sender<LeaseState>,
+    stream: Option<KeepAliveStream>,
 ) {
     let period = (ttl / 3).max(Duration::from_millis(300));
     let mut k = KeepAlive {
@@ -34,7 +75,7 @@ pub(super) async fn keepalive_loop(
         period,
         deadline,
         state,
-        stream: None,
+        stream,
         in_flight: VecDeque::new(),
         next_send: Instant::now() + period,
     };
@@ -112,12 +153,7 @@ impl KeepAlive {
 
     /// Opens a stream whose first message is a keepalive sent at `now`.
     async fn open(&mut self, now: Instant) {
-        let lease = self.lease;
-        let open = self.client.open_stream(
-            paths::LEASE_KEEPALIVE,
-            || pb::LeaseKeepAliveRequest { id: lease.0 },
-            |ch, r| async move { LeaseClient::new(ch).lease_keep_alive(r).await },
-        );
+        let open = open(&self.client, self.lease);
         tokio::select! {
             _ = tokio::time::sleep_until(self.deadline) => {}
             // An endpoint that does not answer the open within a period is

@@ -1,6 +1,6 @@
 //! One lease: its grant, its local deadline and lost signal, its revoke.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::keepalive::keepalive_loop;
-use super::names::Slot;
+use super::keepalive::{KeepAliveStream, first_keepalive, keepalive_loop};
+use super::names::Slots;
 use crate::client::{Client, MAX_TTL_SECS};
 use crate::error::{Error, Result};
 use crate::types::LeaseId;
@@ -62,11 +62,12 @@ pub(crate) struct SessionInner {
     state: watch::Sender<LeaseState>,
     keepalive: Mutex<Option<JoinHandle<()>>>,
     /// What this session knows of each name it queued for.
-    pub(super) names: Mutex<HashMap<String, Slot>>,
-    /// On a session resumed on an earlier lease: the names whose keys left
-    /// by the earlier run in other shapes a request here has removed
-    /// (`None`: a session of a new lease, which has no earlier run).
-    pub(super) inherited: Option<Mutex<HashSet<String>>>,
+    pub(super) slots: Mutex<Slots>,
+    /// Says "the slots changed" to requests waiting for a name.
+    pub(super) slots_changed: watch::Sender<()>,
+    /// Whether a revoke of the lease was answered (so a drop need not send
+    /// one again).
+    revoked: AtomicBool,
 }
 
 impl SessionInner {
@@ -81,17 +82,19 @@ impl SessionInner {
             LeaseId(resp.id),
             granted,
             plus_ttl(sent, resp.ttl),
-            false,
+            None,
         ))
     }
 
     /// The session of a live lease, and its keepalive task (which it owns).
+    /// A resumed lease comes with the keepalive stream its first keepalive
+    /// went on.
     fn start(
         client: &Client,
         lease: LeaseId,
         ttl: Duration,
         deadline: Instant,
-        resumed: bool,
+        resumed: Option<KeepAliveStream>,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(LeaseState::Alive { deadline });
         let inner = Arc::new(SessionInner {
@@ -100,8 +103,9 @@ impl SessionInner {
             ttl,
             state,
             keepalive: Mutex::new(None),
-            names: Mutex::new(HashMap::new()),
-            inherited: resumed.then(|| Mutex::new(HashSet::new())),
+            slots: Mutex::new(Slots::new(resumed.is_some())),
+            slots_changed: watch::channel(()).0,
+            revoked: AtomicBool::new(false),
         });
         let task = tokio::spawn(keepalive_loop(
             client.clone(),
@@ -109,32 +113,34 @@ impl SessionInner {
             ttl,
             deadline,
             inner.state.clone(),
+            resumed,
         ));
         *crate::rt::lock(&inner.keepalive) = Some(task);
         inner
     }
 
     /// Takes over a lease granted earlier (by this process before a
-    /// restart, say): reads its remaining and granted TTL, then keeps it
-    /// alive like a new one. The deadline starts from the remaining TTL,
-    /// counted from before the read was sent.
+    /// restart, say): sends it a keepalive at once, on the stream that then
+    /// keeps it alive like a new one. The answer renews the lease to its
+    /// granted TTL, so the deadline is the keepalive's send time plus that
+    /// TTL, however little of the lease was left (even under the whole
+    /// second that etcd's `LeaseTimeToLive` would report as 0).
     ///
     /// # Errors
     /// [`Error::LeaseExpired`] when etcd no longer knows the lease; network
     /// errors.
     pub(crate) async fn adopt(client: &Client, lease: LeaseId) -> Result<Arc<SessionInner>> {
-        let sent = Instant::now();
-        let resp = client.lease_time_to_live_raw(lease).await?;
-        if resp.ttl <= 0 {
+        let (stream, sent, ttl) = first_keepalive(client, lease).await?;
+        if ttl <= 0 {
             return Err(Error::LeaseExpired { lease });
         }
-        let granted = Duration::from_secs(resp.granted_ttl.clamp(1, MAX_TTL_SECS) as u64);
+        let granted = Duration::from_secs(ttl.clamp(1, MAX_TTL_SECS) as u64);
         Ok(SessionInner::start(
             client,
             lease,
             granted,
-            plus_ttl(sent, resp.ttl),
-            true,
+            plus_ttl(sent, ttl),
+            Some(stream),
         ))
     }
 
@@ -223,26 +229,29 @@ impl SessionInner {
 
     /// Stops the keepalive and revokes the lease (deleting its keys).
     /// Returns whether the lease still existed.
+    ///
+    /// The session counts as closed from the start: once the revoke may be
+    /// on its way, no guard on the lease may say it holds. If this future
+    /// is dropped before the answer, the drop of the session revokes in the
+    /// background instead.
     pub(crate) async fn revoke(&self) -> Result<bool> {
         let was = self.lost();
         if was == Some(LostReason::Closed) {
             return Err(Error::SessionClosed);
         }
         self.stop_keepalive();
-        // Closed is recorded only once the revoke has an answer: if this
-        // future is dropped meanwhile, the drop of the session revokes in
-        // the background instead.
-        let r = self.client.lease_revoke(self.lease).await;
         self.state
             .send_replace(LeaseState::Lost(LostReason::Closed));
-        Ok(r? && was.is_none())
+        let existed = self.client.lease_revoke(self.lease).await?;
+        self.revoked.store(true, Ordering::Relaxed);
+        Ok(existed && was.is_none())
     }
 }
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop_keepalive();
-        if self.lost() == Some(LostReason::Closed) {
+        if self.revoked.load(Ordering::Relaxed) {
             return;
         }
         // Dropped without close: revoke in the background when a runtime is

@@ -39,7 +39,7 @@ use crate::types::LeaseId;
 
 pub use lease::LostReason;
 pub(crate) use lease::SessionInner;
-pub(crate) use names::StaleKey;
+pub(crate) use names::{Debt, Ticket};
 
 /// One lease shared by many locks. Locking and releasing on a session costs
 /// one transaction each; the lease is kept alive by one background task
