@@ -80,7 +80,8 @@ pub use error::{Error, Result};
 pub use lock::{LockGuard, LockRequest, TryLock, TryLockRequest};
 pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockWatch};
 pub use queue::{
-    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, default_value, validate_name,
+    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS, default_value,
+    validate_name,
 };
 pub use semaphore::Semaphore;
 pub use session::{LostReason, Session};

@@ -1042,7 +1042,7 @@ async fn a_waiter_whose_lease_was_revoked_is_never_granted() {
     assert_nothing_queued(&client, name).await;
 
     // A semaphore waiter behind two holders.
-    let name = "false-grant/permit";
+    let name = "false-grant/semaphore";
     let h1 = within("acquire", WAIT, client.semaphore(name, 2).acquire())
         .await
         .expect("a permit");

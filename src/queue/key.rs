@@ -17,8 +17,16 @@ pub const MAX_NAME_LEN: usize = 4096;
 /// (in its fast path and in its queueing branch).
 pub const MAX_VALUE_LEN: usize = 512 * 1024;
 
+/// The words that name a shape of key under a name (`{name}/read/{lease}`,
+/// `{name}/permit/{lease}`): no name may end with one as its last
+/// `/`-separated segment, or `lock("a/read")` and `read_lock("a")` would
+/// both use the key `a/read/{lease}` on one lease.
+pub const RESERVED_LAST_SEGMENTS: [&str; 2] = ["read", "permit"];
+
 /// Checks a lock name as every operation does before sending anything:
-/// not empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
+/// not empty, at most [`MAX_NAME_LEN`] bytes, no control characters, and a
+/// last `/`-separated segment that is not one of
+/// [`RESERVED_LAST_SEGMENTS`].
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] saying which rule the name breaks.
@@ -36,6 +44,12 @@ pub fn validate_name(name: &str) -> Result<()> {
         return Err(Error::invalid(
             "lock name must not contain control characters",
         ));
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if RESERVED_LAST_SEGMENTS.contains(&last) {
+        return Err(Error::invalid(format!(
+            "lock name {name:?} ends in /{last}, a word locker's read locks and semaphores use in their keys; choose another last segment"
+        )));
     }
     Ok(())
 }
@@ -120,6 +134,12 @@ mod tests {
         assert!(validate_name("a\nb").is_err());
         assert!(validate_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         assert!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        for shape_word in ["read", "a/read", "a/permit", "permit", "x/y/read"] {
+            assert!(validate_name(shape_word).is_err(), "{shape_word} accepted");
+        }
+        for fine in ["a/reader", "a/read/b", "reads", "a/permits", "a/read/"] {
+            assert!(validate_name(fine).is_ok(), "{fine} refused");
+        }
         assert!(validate_value(&vec![0; MAX_VALUE_LEN]).is_ok());
         assert!(validate_value(&vec![0; MAX_VALUE_LEN + 1]).is_err());
     }

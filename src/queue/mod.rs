@@ -47,7 +47,9 @@ mod wait;
 mod watch;
 
 pub use entry::DEFAULT_TTL;
-pub use key::{MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, default_value, validate_name};
+pub use key::{
+    MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS, default_value, validate_name,
+};
 
 pub(crate) use entry::Entry;
 pub(crate) use held::Held;
