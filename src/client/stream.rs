@@ -188,15 +188,15 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
     }
 
     /// The error for a stream that broke with `status`: whatever was sent
-    /// on it may or may not have been applied.
+    /// on it may or may not have been applied. The peer answered the open
+    /// as etcd, so a break that reads like another protocol (an HTTP/2
+    /// frame or protocol error from a connection cut mid-stream) is a
+    /// broken connection to retry, not a peer that is not etcd.
     fn broken(&self, status: &Status) -> Error {
         match classify(&self.endpoint, self.path, status) {
             Failure::Fatal(e) => e,
-            Failure::NotEtcd(detail) => Error::NotEtcd {
-                endpoint: self.endpoint.clone(),
-                detail,
-            },
-            Failure::NotSent(why)
+            Failure::NotEtcd(why)
+            | Failure::NotSent(why)
             | Failure::TlsCutOff(why)
             | Failure::Lost(why)
             | Failure::Busy(why) => Error::Ambiguous {
