@@ -10,7 +10,10 @@
 //! and writes counter + 1 with a write guarded by the lock
 //! ([`LockGuard::put`]), and records client, fencing token, times and outcome
 //! in a shared history. Even clients lock on a lease of their own, odd ones
-//! on a [`Session`]. Meanwhile a nemesis injects faults: kill -9 of a random
+//! on a [`Session`], which they keep after a failed lock; one round in four
+//! such a client drops its request at a random moment (5-400 ms in) and
+//! asks again at once, and as often drops its guard instead of releasing
+//! it (the session's slot bookkeeping under fire). Meanwhile a nemesis injects faults: kill -9 of a random
 //! member or of the leader (and restart), SIGSTOP of the leader for 3 s, a
 //! partition longer than the TTL, a cut of all connections, 50-200 ms of
 //! latency (the network faults hit a proxied client, inside its critical
@@ -36,7 +39,7 @@
 //! least 2,000 acquisitions, 150 s at most). It prints one summary line:
 //!
 //! ```text
-//! chaos: acquisitions=.. faults=cut:..,delay:..,kill:..,kill_leader:..,partition:..,stop:.. violations=0 max_stall_ms=.. etcd_anomalies=.. mode=mutex committed=.. reads=.. max_holders=.. run_s=..
+//! chaos: acquisitions=.. faults=cut:..,delay:..,kill:..,kill_leader:..,partition:..,stop:.. violations=0 max_stall_ms=.. etcd_anomalies=.. mode=mutex committed=.. reads=.. max_holders=.. dropped_requests=.. dropped_guards=.. run_s=..
 //! ```
 //!
 //! # Other primitives
@@ -246,12 +249,15 @@ impl Rng {
 /// directly (proxies cost CPU on a small machine).
 const PROXIED: usize = 2;
 
-/// Whether a session client keeps its session after a lock failed. Off
-/// while the late clean-up bug stands (see
-/// `late_cleanup_of_a_failed_lock_spares_the_next_one`): a delayed copy of
-/// the failed lock's clean-up delete can remove the key of the session's
-/// next lock on the same name.
-const REUSE_SESSION_AFTER_FAILED_LOCK: bool = false;
+/// Whether a session client keeps its session after a lock failed (or was
+/// dropped mid-flight): the session's next request for the name must not
+/// lose its key to the failed one's clean-up (issue 26; see also
+/// `late_cleanup_of_a_failed_lock_spares_the_next_one`).
+const REUSE_SESSION_AFTER_FAILED_LOCK: bool = true;
+/// One round in this many, a session client drops its request at a random
+/// moment (5-400 ms in) and asks again at once on the same session; and as
+/// often it drops its guard instead of releasing it.
+const SESSION_DROP_EVERY: u64 = 4;
 const LOCK: &str = "chaos/lock";
 /// How long a reader or a permit holder holds before its guarded operation.
 const SHARED_HOLD: Duration = Duration::from_millis(20);
@@ -560,6 +566,11 @@ struct Shared {
     /// The member behind each URL a client uses (a member's own, or a
     /// proxy's), to say which member answered a wire call.
     members_by_url: BTreeMap<String, usize>,
+    /// The run's seed, from which each client's own choices derive.
+    seed: u64,
+    /// Session requests dropped mid-flight, and guards dropped unreleased.
+    dropped_requests: AtomicUsize,
+    dropped_guards: AtomicUsize,
 }
 
 /// The last [`WIRE_LOG_LEN`] wire records of one client, with the time since
@@ -720,6 +731,7 @@ fn parse_counter(kv: Option<locker::KeyValue>) -> Option<i64> {
 /// permit), the critical section, release (or resign), again.
 async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
     let on_session = c % 2 == 1;
+    let mut rng = Rng((shared.seed ^ ((c as u64 + 1) << 40)) | 1);
     let mut session: Option<Session> = None;
     let mut last_success = Instant::now();
     let pause = || tokio::time::sleep(Duration::from_millis(100));
@@ -743,10 +755,23 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
         }
         let role = cfg.primitive.role(c, round);
         let request = acquire(cfg.primitive, role, c, &client, session.as_ref(), cfg.ttl);
+        // A session request dropped at a random moment: its clean-up runs
+        // in the background while the next round asks again.
+        let cut = (on_session && rng.below(SESSION_DROP_EVERY) == 0).then(|| rng.ms(5, 400));
+        let request = async move {
+            match cut {
+                Some(d) => tokio::time::timeout(d, request).await.ok(),
+                None => Some(request.await),
+            }
+        };
         let called_at = shared.now();
         let mut held = match shared.bounded(c, "lock", request).await {
-            Some(Ok(g)) => g,
-            Some(Err(e)) => {
+            Some(Some(Ok(g))) => g,
+            Some(None) => {
+                shared.dropped_requests.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Some(Some(Err(e))) => {
                 shared.error("lock", &e);
                 // etcd saying the session's lease or key is gone while the
                 // lease is still known alive would make the lost signal late.
@@ -827,6 +852,15 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
             }
         }
         shared.holding[c].store(false, Ordering::Relaxed);
+        if on_session && rng.below(SESSION_DROP_EVERY) == 0 {
+            // Released in the background; the next round's request for the
+            // name on this session waits for that.
+            drop(held);
+            shared.dropped_guards.fetch_add(1, Ordering::Relaxed);
+            record.end_at = shared.now();
+            shared.history.lock().unwrap().push(record);
+            continue;
+        }
         let released = shared.bounded(c, "release", held.release()).await;
         match released {
             Some(Ok(())) if lost_seen => shared.violation_by(
@@ -1241,6 +1275,9 @@ async fn run_checker(cfg: Config) -> Report {
         pauses: Mutex::new(Vec::new()),
         etcd_anomalies: Mutex::new(Vec::new()),
         members_by_url,
+        seed: rng.seed(),
+        dropped_requests: AtomicUsize::new(0),
+        dropped_guards: AtomicUsize::new(0),
     });
     let workers: Vec<_> = clients
         .into_iter()
@@ -1368,7 +1405,7 @@ async fn run_checker(cfg: Config) -> Report {
         }
     }
     eprintln!(
-        "chaos: acquisitions={} faults={faults} violations={} max_stall_ms={} etcd_anomalies={} mode={} committed={} reads={} max_holders={} run_s={:.1}",
+        "chaos: acquisitions={} faults={faults} violations={} max_stall_ms={} etcd_anomalies={} mode={} committed={} reads={} max_holders={} dropped_requests={} dropped_guards={} run_s={:.1}",
         report.acquisitions,
         report.violations.len(),
         report.max_stall_ms,
@@ -1377,6 +1414,8 @@ async fn run_checker(cfg: Config) -> Report {
         report.committed,
         report.reads,
         report.max_holders,
+        shared.dropped_requests.load(Ordering::Relaxed),
+        shared.dropped_guards.load(Ordering::Relaxed),
         run.as_secs_f64(),
     );
     report
