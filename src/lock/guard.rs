@@ -153,12 +153,19 @@ impl LockGuard {
     /// [`Error::LockLost`](crate::Error::LockLost) or
     /// [`Error::LeaseExpired`](crate::Error::LeaseExpired) when the lock had
     /// been lost before the release: the work done under it was not
-    /// protected to the end. Network errors: the lock then goes when its
-    /// lease expires.
+    /// protected to the end. One false alarm is possible: on a session, a
+    /// delete whose first answer was lost is resent, and if the first copy
+    /// was applied, the resend finds the key gone and reports `LockLost`
+    /// (etcd's answer cannot tell that from a key deleted by someone else).
+    /// Network errors: a lock with its own lease then goes when its lease
+    /// expires; on a session, the name stays reserved with its key owed, and
+    /// the session's next request for the name deletes the key first.
     ///
     /// # Cancel safety
-    /// Not cancel safe: the release may or may not be applied; if it is not,
-    /// the lease expiry (or the drop of the session) frees the lock.
+    /// Cancel safe in effect: dropped before its answer, the release goes
+    /// on in the background (on a session, the name stays reserved until the
+    /// key is gone); a lock with its own lease goes with the drop of its
+    /// lease.
     pub async fn release(self) -> Result<()> {
         self.held.release().await
     }

@@ -24,7 +24,8 @@
 //! A held lease costs one keepalive message and one answer every TTL/3
 //! (with the default 10 s TTL: 18 messages each way per minute, no raft
 //! commits), however many locks share it. The first keepalive goes out
-//! TTL/3 after the grant, so a short lock cycle sends none.
+//! TTL/3 after the grant (after a resume, at once), so a short lock cycle
+//! sends none.
 
 mod keepalive;
 mod lease;
@@ -104,10 +105,18 @@ impl Client {
     /// the first request for that name: it would block that request, and
     /// nothing would remove it while the lease lives.
     ///
-    /// Wire calls: one `Lease/LeaseTimeToLive`. Later, the first request
-    /// for each name on the session first sends one `KV/Range` per other
-    /// shape, and one `KV/Txn` (a guarded delete) per key found; a request
-    /// that gives up or fails before these end leaves them to the next.
+    /// The lease is renewed at once: with under a third of its TTL left
+    /// (even under the whole second etcd reports as 0), waiting for the
+    /// usual first keepalive would let it expire.
+    ///
+    /// Wire calls: one `Lease/LeaseKeepAlive` stream, opened with one
+    /// keepalive whose answer (the granted TTL, or 0 for a lease that is
+    /// gone) is awaited; the same stream keeps the lease alive afterwards.
+    /// Later, the first request for each name on the session first sends
+    /// one `KV/Range` per other shape, and one `KV/Txn` (a guarded delete)
+    /// per key found; a request that gives up or fails before these end
+    /// leaves them owed by the name, and the name's next request (or the
+    /// background removal of the one that gave up) deletes them.
     ///
     /// # Errors
     /// [`Error::LeaseExpired`] when the lease is gone; network errors.
