@@ -1,7 +1,11 @@
 //! A second adversarial review of the per-name bookkeeping of a session
 //! (issue 26), against real etcd: one test per finding, named after the
-//! promise it checks. The ones that fail on the current code are ignored
-//! with the bug they show; the others are hypotheses the review disproved.
+//! promise it checks. Three were bugs, each failing before its fix: a
+//! removal that failed once was never retried (it is now, in the
+//! background, while the session lives), a removal whose runtime never ran
+//! it held the name for ever (a waiting request now takes it over after a
+//! request timeout), and a wait for a name being cleaned ignored the
+//! session's close. The others are hypotheses the review disproved.
 //!
 //! Everything runs on loopback, against etcd processes and proxies the
 //! tests start themselves; every wait has a deadline.
@@ -57,7 +61,6 @@ async fn put_on_lease(client: &Client, key: &str, lease: LeaseId) -> locker::Res
 /// the queue when the holder leaves, and nobody ever releases it while the
 /// session lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a removal that failed once is never retried; the key blocks the name until the session ends"]
 async fn a_request_that_gave_up_during_an_outage_leaves_no_key_once_etcd_is_back() {
     let etcd = start_etcd().await;
     let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
@@ -295,7 +298,6 @@ async fn a_request_waiting_for_a_name_being_cleaned_ends_when_its_session_closes
 /// sending its acquire on the revoked lease and reporting the lease
 /// expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the wait for a name being cleaned does not look at the session again; the acquire goes out on the closed lease"]
 async fn a_request_that_waited_for_a_name_on_a_closed_session_says_session_closed() {
     let etcd = start_etcd().await;
     let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
@@ -331,7 +333,6 @@ async fn a_request_that_waited_for_a_name_on_a_closed_session_says_session_close
 /// "being cleaned" for ever: the session's next request for it (here a
 /// try, which has no timeout) must end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the slot stays Cleaning while the spawned removal never runs; every request for the name waits for ever"]
 async fn a_guard_dropped_on_an_idle_runtime_does_not_block_its_name_for_ever() {
     let etcd = start_etcd().await;
     let client = connect(etcd.endpoints(), Duration::from_secs(2)).await;

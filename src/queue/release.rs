@@ -2,6 +2,7 @@
 //! holding: never delete a key that a later request created.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::acquire::op;
 use super::rule::{Rule, compare_create};
@@ -150,36 +151,59 @@ impl Reservation {
     /// still there to delete.
     ///
     /// # Errors
-    /// Network errors; the keys not deleted stay owed by the name, and its
-    /// next request deletes them first.
+    /// Network errors. On a session the removal then goes on in the
+    /// background, retried while the session lives and the failures are
+    /// ones of connectivity; the name stays reserved until it ends (the
+    /// keys still owed then stay a note, deleted first by the name's next
+    /// request).
     ///
     /// # Cancel safety
     /// Cancel safe: a drop hands the removal to a background task.
     pub(crate) async fn leave(mut self) -> Result<bool> {
-        let (name, ticket) = (self.name.clone(), self.ticket);
-        self.session.slots(|s| s.clean(&name, ticket));
-        let r = match self.lease_use {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let r = self.remove().await;
+            match &r {
+                // The drop of `self` goes on in the background.
+                Err(_) if !self.background => return r,
+                Err(e) if e.is_connectivity() && self.session.lost().is_none() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                _ => {
+                    self.done = true;
+                    let (name, ticket) = (&self.name, self.ticket);
+                    self.session.slots(|s| s.finish(name, ticket));
+                    return r;
+                }
+            }
+        }
+    }
+
+    /// One try at removing the name's keys, the name marked as being
+    /// cleaned.
+    async fn remove(&self) -> Result<bool> {
+        let (name, ticket) = (&self.name, self.ticket);
+        self.session.slots(|s| s.clean(name, ticket));
+        match self.lease_use {
             LeaseUse::Own => {
                 let r = self.session.revoke().await;
                 if r.is_ok() {
-                    self.session.slots(|s| s.all_gone(&name, ticket));
+                    self.session.slots(|s| s.all_gone(name, ticket));
                 }
                 r
             }
             LeaseUse::Shared if self.session.lost() == Some(LostReason::Closed) => {
                 // The close's revoke (or the session's drop) takes the
                 // keys with it.
-                self.session.slots(|s| s.all_gone(&name, ticket));
+                self.session.slots(|s| s.all_gone(name, ticket));
                 Ok(true)
             }
             LeaseUse::Shared => {
-                let debts = self.session.slots(|s| s.debts(&name, ticket));
+                let debts = self.session.slots(|s| s.debts(name, ticket));
                 self.pay(debts).await
             }
-        };
-        self.done = true;
-        self.session.slots(|s| s.finish(&name, ticket));
-        r
+        }
     }
 }
 
@@ -208,7 +232,7 @@ impl Drop for Reservation {
             Some(rt) => {
                 // Cleaning from now on, not once the task first runs: a
                 // request for the name meanwhile waits, is not refused.
-                self.session.slots(|s| s.clean(name, ticket));
+                self.session.slots(|s| s.hand_over(name, ticket));
                 let next = Reservation {
                     session: self.session.clone(),
                     lease_use: self.lease_use,

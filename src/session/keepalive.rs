@@ -194,7 +194,15 @@ impl KeepAlive {
             let d = plus_ttl(sent, secs);
             if d > self.deadline {
                 self.deadline = d;
-                self.state.send_replace(LeaseState::Alive { deadline: d });
+                // Never over a loss or a close said meanwhile (a close
+                // aborts this task, but not a poll already running).
+                self.state.send_if_modified(|s| {
+                    let alive = matches!(s, LeaseState::Alive { .. });
+                    if alive {
+                        *s = LeaseState::Alive { deadline: d };
+                    }
+                    alive
+                });
             }
         }
         None

@@ -26,6 +26,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tokio::time::Instant;
+
 use super::lease::SessionInner;
 use crate::error::{Error, Result};
 use crate::types::Revision;
@@ -50,8 +52,11 @@ enum Owner {
     Nobody,
     /// A request or a guard: other requests for the name are refused.
     Using(Ticket),
-    /// Removing the name's keys: other requests for the name wait.
-    Cleaning(Ticket),
+    /// Removing the name's keys: other requests for the name wait. With
+    /// `started` false, a task is to do it but has not begun (its runtime
+    /// may never run it): a request that waited long enough may take the
+    /// name over.
+    Cleaning { ticket: Ticket, started: bool },
 }
 
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -71,7 +76,9 @@ pub(crate) enum Reserve {
     /// while unknown).
     Busy(Revision),
     /// The name's keys are being removed: ask again once the slots change.
-    Wait,
+    /// Carries the ticket of a removal not begun yet, which
+    /// [`take_over`](Slots::take_over) may end.
+    Wait(Option<Ticket>),
 }
 
 /// The per-name bookkeeping of one session.
@@ -105,9 +112,39 @@ impl Slots {
         let slot = self.map.get(name);
         match slot.map(|s| s.owner) {
             Some(Owner::Using(_)) => return Reserve::Busy(slot.map_or(Revision(0), |s| s.rev)),
-            Some(Owner::Cleaning(_)) => return Reserve::Wait,
+            Some(Owner::Cleaning { ticket, started }) => {
+                return Reserve::Wait((!started).then_some(ticket));
+            }
             Some(Owner::Nobody) | None => {}
         }
+        self.grant(name, mine, every_shape)
+    }
+
+    /// Reserves `name` as [`reserve`](Self::reserve) does, but also when a
+    /// removal of its keys that `stalled` was to do has still not begun:
+    /// that removal is ended (its ticket changes nothing any more), and its
+    /// keys stay owed, for the new owner to delete.
+    pub(crate) fn take_over(
+        &mut self,
+        name: &str,
+        stalled: Ticket,
+        mine: &str,
+        every_shape: &[String],
+    ) -> Reserve {
+        let owner = self.map.get(name).map(|s| s.owner);
+        if owner
+            == Some(Owner::Cleaning {
+                ticket: stalled,
+                started: false,
+            })
+        {
+            return self.grant(name, mine, every_shape);
+        }
+        self.reserve(name, mine, every_shape)
+    }
+
+    /// Makes a new ticket the owner of `name` (see [`reserve`](Self::reserve)).
+    fn grant(&mut self, name: &str, mine: &str, every_shape: &[String]) -> Reserve {
         let ticket = Ticket(self.next);
         self.next += 1;
         let slot = self.map.entry(name.to_owned()).or_insert(Slot {
@@ -135,7 +172,9 @@ impl Slots {
     fn owned(&mut self, name: &str, ticket: Ticket) -> Option<&mut Slot> {
         self.map
             .get_mut(name)
-            .filter(|s| matches!(s.owner, Owner::Using(t) | Owner::Cleaning(t) if t == ticket))
+            .filter(|s| {
+                matches!(s.owner, Owner::Using(t) | Owner::Cleaning { ticket: t, .. } if t == ticket)
+            })
     }
 
     /// `key` may exist from now on (an acquire that puts it is about to be
@@ -177,11 +216,22 @@ impl Slots {
 
     /// The owner starts removing the name's keys: other requests for the
     /// name wait for it instead of being refused. False if `ticket` does
-    /// not own the name.
+    /// not own the name (a stalled removal that was taken over).
     pub(crate) fn clean(&mut self, name: &str, ticket: Ticket) -> bool {
+        self.set_cleaning(name, ticket, true)
+    }
+
+    /// The owner hands the removal of the name's keys to a task that has
+    /// not begun yet: requests wait for it, and may take the name over if
+    /// it never begins.
+    pub(crate) fn hand_over(&mut self, name: &str, ticket: Ticket) -> bool {
+        self.set_cleaning(name, ticket, false)
+    }
+
+    fn set_cleaning(&mut self, name: &str, ticket: Ticket, started: bool) -> bool {
         match self.owned(name, ticket) {
             Some(slot) => {
-                slot.owner = Owner::Cleaning(ticket);
+                slot.owner = Owner::Cleaning { ticket, started };
                 true
             }
             None => false,
@@ -230,7 +280,8 @@ impl SessionInner {
     /// (see [`Slots::reserve`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyLocked`] while a request or guard owns the name.
+    /// [`Error::AlreadyLocked`] while a request or guard owns the name; the
+    /// session's loss or close, also when it comes during the wait.
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is reserved until it returns.
@@ -240,21 +291,42 @@ impl SessionInner {
         mine: &str,
         every_shape: &[String],
     ) -> Result<(Ticket, Vec<Debt>)> {
+        let mut stalled_for = None;
         loop {
+            // The session may have ended while the name was being cleaned.
+            self.check_alive()?;
             // Subscribed before the look, so no change after it is missed.
             let mut changed = self.slots_changed.subscribe();
-            let decided = crate::rt::lock(&self.slots).reserve(name, mine, every_shape);
+            let decided = {
+                let mut slots = crate::rt::lock(&self.slots);
+                match stalled_for.take() {
+                    Some(stalled) => slots.take_over(name, stalled, mine, every_shape),
+                    None => slots.reserve(name, mine, every_shape),
+                }
+            };
             match decided {
-                Reserve::Got(ticket, debts) => return Ok((ticket, debts)),
+                Reserve::Got(ticket, debts) => {
+                    self.slots_changed.send_replace(());
+                    return Ok((ticket, debts));
+                }
                 Reserve::Busy(revision) => {
                     return Err(Error::AlreadyLocked {
                         name: name.to_owned(),
                         revision,
                     });
                 }
-                Reserve::Wait => {
+                Reserve::Wait(stalled) => {
+                    // A removal that has not begun within a request
+                    // timeout is not coming (its runtime is not running
+                    // it): this request then takes the name over and
+                    // deletes the keys itself.
+                    let patience = stalled.map(|_| Instant::now() + self.client.request_timeout());
                     // The sender lives as long as the session.
-                    let _ = changed.changed().await;
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = self.wait_lost() => {}
+                        _ = crate::rt::sleep_until_opt(patience) => stalled_for = stalled,
+                    }
                 }
             }
         }

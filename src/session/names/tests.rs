@@ -28,6 +28,10 @@ enum Pc {
         read: Option<Option<u64>>,
         queue: bool,
     },
+    /// A background removal handed `t`, not begun yet.
+    Spawned {
+        t: Ticket,
+    },
     /// The acquire is about to be sent.
     Acquire {
         t: Ticket,
@@ -107,7 +111,17 @@ impl World {
             Pc::Done => {}
             Pc::Start => {
                 let mut w = self.clone();
-                match w.slots.reserve(NAME, actor.key, &World::shapes()) {
+                let decided = w.slots.reserve(NAME, actor.key, &World::shapes());
+                // A removal that never began: after its patience, the
+                // waiting request takes the name over.
+                let decided = match decided {
+                    Reserve::Wait(Some(stalled)) => {
+                        w.slots
+                            .take_over(NAME, stalled, actor.key, &World::shapes())
+                    }
+                    other => other,
+                };
+                match decided {
                     Reserve::Got(t, debts) => {
                         w.actors[a].pc = Pc::Pay {
                             t,
@@ -121,8 +135,17 @@ impl World {
                         w.end(a);
                         out.push(w);
                     }
-                    Reserve::Wait => {}
+                    Reserve::Wait(_) => {}
                 }
+            }
+            Pc::Spawned { t } => {
+                let mut w = self.clone();
+                if w.slots.clean(NAME, t) {
+                    w.leave(a, t);
+                } else {
+                    w.end(a);
+                }
+                out.push(w);
             }
             Pc::Pay {
                 t,
@@ -194,11 +217,11 @@ impl World {
         read: Option<Option<u64>>,
         queue: bool,
         call: Call,
-    ) -> Option<World> {
+    ) -> Vec<World> {
         let mut w = self.clone();
         let Some(d) = debts.first() else {
             if call != Call::Answered {
-                return None;
+                return Vec::new();
             }
             if queue {
                 w.slots.may_put(NAME, t, w.actors[a].key);
@@ -207,7 +230,7 @@ impl World {
                 w.slots.finish(NAME, t);
                 w.end(a);
             }
-            return Some(w);
+            return vec![w];
         };
         let key: &'static str = SHAPES.iter().find(|s| **s == d.key).expect("a known key");
         let rest = debts[1..].to_vec();
@@ -220,12 +243,11 @@ impl World {
             // A read: no effect on etcd.
             None => {
                 if call == Call::AppliedLost {
-                    return None;
+                    return Vec::new();
                 }
                 if call == Call::Failed {
                     w.faults -= 1;
-                    w.pay_failed(a, t);
-                    return Some(w);
+                    return w.pay_failed(a, t);
                 }
                 let found = w.etcd.get(key).copied();
                 w.actors[a].pc = Pc::Pay {
@@ -234,7 +256,7 @@ impl World {
                     read: Some(found),
                     queue,
                 };
-                Some(w)
+                vec![w]
             }
             // A guarded delete (nothing to delete when the read found none).
             Some(expected) => {
@@ -246,8 +268,7 @@ impl World {
                 }
                 if call != Call::Answered {
                     w.faults -= 1;
-                    w.pay_failed(a, t);
-                    return Some(w);
+                    return w.pay_failed(a, t);
                 }
                 w.slots.gone(NAME, t, key);
                 w.actors[a].pc = Pc::Pay {
@@ -256,23 +277,25 @@ impl World {
                     read: None,
                     queue,
                 };
-                Some(w)
+                vec![w]
             }
         }
     }
 
-    /// A payment failed: a removal gives the name up with its debts as a
-    /// note; a request's start fails, and its drop hands the removal on.
-    fn pay_failed(&mut self, a: usize, t: Ticket) {
-        let Pc::Pay { queue, .. } = self.actors[a].pc else {
-            unreachable!()
-        };
-        if queue {
+    /// A payment failed. A request (its start, or its leave) ends with the
+    /// error, and its drop hands the removal to a background task; that
+    /// task tries again (the session lives) or gives the name up with its
+    /// debts as a note (the session was lost).
+    fn pay_failed(mut self, a: usize, t: Ticket) -> Vec<World> {
+        if !self.actors[a].background {
             self.hand_on(a, t);
-        } else {
-            self.slots.finish(NAME, t);
-            self.end(a);
+            return vec![self];
         }
+        let mut retry = self.clone();
+        retry.leave(a, t);
+        self.slots.finish(NAME, t);
+        self.end(a);
+        vec![retry, self]
     }
 
     /// Actor `a` ended: its caller makes its next request, if any.
@@ -312,14 +335,16 @@ impl World {
             self.slots.finish(NAME, t);
             return;
         }
+        assert!(
+            self.slots.hand_over(NAME, t),
+            "a hand-over without the name"
+        );
         self.actors.push(Actor {
             key,
-            pc: Pc::Done,
+            pc: Pc::Spawned { t },
             background: true,
             rounds: 0,
         });
-        let b = self.actors.len() - 1;
-        self.leave(b, t);
     }
 
     /// The promises, checked in every state.
@@ -436,7 +461,7 @@ fn a_name_is_refused_while_used_and_waited_for_while_cleaned() {
     s.known(NAME, t, "n/p", Revision(5));
     assert_eq!(s.reserve(NAME, "n/p", &shapes), Reserve::Busy(Revision(5)));
     assert!(s.clean(NAME, t));
-    assert_eq!(s.reserve(NAME, "n/p", &shapes), Reserve::Wait);
+    assert_eq!(s.reserve(NAME, "n/p", &shapes), Reserve::Wait(None));
     // Given up with its key still owed: a note for the next request.
     assert!(!s.finish(NAME, t));
     let Reserve::Got(t2, debts) = s.reserve(NAME, "n/r", &shapes) else {
