@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use locker::testing::Etcd;
 
+pub mod tree;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
