@@ -248,6 +248,11 @@ impl Proc {
         }
     }
 
+    /// Waits for the process to exit, however long; returns its exit code.
+    pub async fn wait_code(&mut self) -> i32 {
+        exit_code(self.child.wait().await.expect("wait"))
+    }
+
     pub fn has_exited(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_some()
     }
