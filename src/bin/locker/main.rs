@@ -18,6 +18,12 @@
 //!   or stalls; `tree.rs`: that tree; `dog.rs`: locker's end of it;
 //!   `deadline.rs`: the lease deadline both share and the time a stop takes.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "the locker CLI needs Linux (PR_SET_CHILD_SUBREAPER, signalfd, /proc) to keep a command \
+     from outliving its lock; the library builds everywhere"
+);
+
 mod acquire;
 mod args;
 mod connect;
