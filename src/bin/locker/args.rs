@@ -537,6 +537,60 @@ mod tests {
     }
 
     #[test]
+    fn kill_after_must_fit_the_lease_unless_unsafe() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            check_kill_after(&cli.command)
+        };
+        assert!(parse(&["locker", "lock", "x", "--ttl", "2", "--kill-after", "650ms"]).is_ok());
+        let e = parse(&["locker", "lock", "x", "--ttl", "2", "--kill-after", "651ms"])
+            .expect_err("a kill-after past the lease was accepted");
+        assert!(
+            e.contains("--unsafe-kill-after") && e.contains("650ms"),
+            "{e}"
+        );
+        // A TTL of 1.5 s is granted as 2 s at least.
+        assert!(
+            parse(&[
+                "locker",
+                "try",
+                "x",
+                "--ttl",
+                "1500ms",
+                "--kill-after",
+                "600ms"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["locker", "elect", "x", "p", "--kill-after", "5s"]).is_err());
+        assert!(
+            parse(&[
+                "locker",
+                "lock",
+                "x",
+                "--ttl",
+                "2",
+                "--unsafe-kill-after",
+                "1m"
+            ])
+            .is_ok()
+        );
+
+        let cli = Cli::try_parse_from(["locker", "lock", "x", "--ttl", "2"]).expect("parses");
+        let Command::Lock(a) = cli.command else {
+            panic!("not lock")
+        };
+        let k = kill_policy(&a.hold, Duration::from_secs(2));
+        assert_eq!(k.kill_after, Duration::from_millis(650), "the default fits");
+        let k = kill_policy(&a.hold, Duration::from_secs(60));
+        assert_eq!(
+            k.kill_after,
+            Duration::from_secs(10),
+            "the default is 10 s at most"
+        );
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

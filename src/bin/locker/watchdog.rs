@@ -533,3 +533,37 @@ impl SignalFd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_survives_the_command_line() {
+        let cfg = Config {
+            deadline: Mono(123_456_789),
+            kill_after: Duration::from_millis(650),
+            unsafe_kill_after: true,
+            lead: Duration::from_millis(325),
+            pgid: 42,
+            locker_pid: 43,
+            what: "lock key a b/1".to_owned(),
+            cmd: vec!["sh".into(), "-c".into(), "echo 'x y'".into()],
+        };
+        let back = Config::from_args(cfg.to_args().into_iter()).expect("parses");
+        assert_eq!(back.deadline, cfg.deadline);
+        assert_eq!(back.kill_after, cfg.kill_after);
+        assert!(back.unsafe_kill_after);
+        assert_eq!(back.lead, cfg.lead);
+        assert_eq!((back.pgid, back.locker_pid), (42, 43));
+        assert_eq!(back.what, cfg.what);
+        assert_eq!(back.cmd, cfg.cmd);
+        assert!(Config::from_args(["1".into(), "x".into()].into_iter()).is_none());
+    }
+
+    #[test]
+    fn exit_statuses_map_as_the_shell_does() {
+        assert_eq!(exit_code(3 << 8), 3);
+        assert_eq!(exit_code(libc::SIGKILL), 128 + 9);
+    }
+}
