@@ -257,13 +257,17 @@ impl Under<'_> {
     }
 
     fn dog_gone(&self) -> Outcome {
+        let Some(command) = self.command else {
+            // It said why on stderr.
+            return Outcome::Done(code::FAILURE);
+        };
         // The command got SIGKILL when the watchdog died (its parent-death
         // signal); what it started may run on.
         say(&format!(
             "the watchdog (pid {}) that ran the command (pid {}) ended without a report; \
              processes the command started may still run (exit {})",
             self.dog.pid().unwrap_or(0),
-            self.command.unwrap_or(0),
+            command,
             code::FAILURE
         ));
         Outcome::WatchdogGone
