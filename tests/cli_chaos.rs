@@ -22,7 +22,15 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep, timeout};
 
 mod common;
-use common::{Proc, etcd, locker, prepare, unique};
+use common::{Proc, locker, prepare, unique};
+
+/// A single-member etcd for one test, of the version under test
+/// (`scripts/test` runs each suite that calls `Etcd::` on every version).
+async fn etcd() -> locker::testing::Etcd {
+    locker::testing::Etcd::single()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start etcd for the test: {e}"))
+}
 
 const WORKERS: usize = 6;
 

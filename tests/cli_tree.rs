@@ -10,7 +10,15 @@ use locker::testing::{Proxy, ProxyMode, within};
 
 mod common;
 use common::tree::{Tree, now_secs, running};
-use common::{Proc, SHORT, etcd, locker, unique};
+use common::{Proc, SHORT, locker, unique};
+
+/// A single-member etcd for one test, of the version under test
+/// (`scripts/test` runs each suite that calls `Etcd::` on every version).
+async fn etcd() -> locker::testing::Etcd {
+    locker::testing::Etcd::single()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start etcd for the test: {e}"))
+}
 
 /// `locker ARGS -- CMD`, as strings.
 fn with_cmd(args: &[&str], cmd: &[String]) -> Vec<String> {
