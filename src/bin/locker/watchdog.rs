@@ -41,6 +41,31 @@ use crate::deadline::{KILL_MARGIN, Mono};
 use crate::output::say;
 use crate::tree;
 
+/// How long a finished watchdog waits for its lines to be written.
+const SAY_WAIT: Duration = Duration::from_secs(1);
+
+/// The watchdog's own lines on stderr, each written by a thread of its
+/// own: stderr may be a full pipe whose reader is stopped with locker, and
+/// the watchdog must not wait on it to stop the command.
+#[derive(Default)]
+struct Lines(Vec<std::thread::JoinHandle<()>>);
+
+impl Lines {
+    fn say(&mut self, line: String) {
+        if let Ok(h) = std::thread::Builder::new().spawn(move || say(&line)) {
+            self.0.push(h);
+        }
+    }
+
+    /// Waits (a bounded time) until every line is written.
+    fn flush(&mut self) {
+        let start = std::time::Instant::now();
+        while self.0.iter().any(|h| !h.is_finished()) && start.elapsed() < SAY_WAIT {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 /// The first argument that makes `locker` a watchdog.
 pub(crate) const HIDDEN_ARG: &str = "__locker_watchdog";
 
@@ -159,6 +184,7 @@ pub(crate) fn run(args: impl Iterator<Item = OsString>) -> u8 {
         }
     };
     dog.run();
+    dog.lines.flush();
     code::OK
 }
 
@@ -183,6 +209,7 @@ struct Watchdog {
     stop: Option<Stop>,
     /// The SIGKILL of the stop was sent (and the tree found gone, or given up on).
     killed: bool,
+    lines: Lines,
 }
 
 impl Watchdog {
@@ -207,6 +234,7 @@ impl Watchdog {
             deadline,
             stop: None,
             killed: false,
+            lines: Lines::default(),
         })
     }
 
@@ -279,7 +307,7 @@ impl Watchdog {
         self.reap();
         if self.stop.is_none() {
             if self.locker_gone {
-                say(&format!(
+                self.lines.say(format!(
                     "watchdog: locker (pid {}) died holding {}; stopping the command's \
                      process tree (exit {})",
                     self.cfg.locker_pid,
@@ -289,7 +317,7 @@ impl Watchdog {
                 self.begin_stop(By::Watchdog, now);
             } else if now >= self.own_term_at() {
                 self.tell("acting");
-                say(&format!(
+                self.lines.say(format!(
                     "watchdog: locker (pid {}) stopped renewing the lease of {} (stopped or \
                      stalled?); stopping the command's process tree before the lease can \
                      expire (exit {})",
@@ -306,8 +334,10 @@ impl Watchdog {
         if due && !self.killed {
             let me = self.me;
             if !tree::kill_all(me, KILL_WAIT, || self.reap()) {
-                say(
-                    "watchdog: some of the command's processes survive SIGKILL (stuck in the kernel?)",
+                self.lines.say(
+                    "watchdog: some of the command's processes survive SIGKILL (stuck in the \
+                     kernel?)"
+                        .to_owned(),
                 );
             }
             self.killed = true;
@@ -371,7 +401,7 @@ impl Watchdog {
         if self.signals.drain_asked_to_stop() && self.stop.is_none() {
             // SIGTERM, SIGINT or SIGHUP sent to the watchdog itself: it
             // cannot stay, so neither can the command.
-            say(&format!(
+            self.lines.say(format!(
                 "watchdog: told to end (SIGTERM, SIGINT or SIGHUP); stopping the command's \
                  process tree (exit {})",
                 code::WATCHDOG
@@ -451,14 +481,14 @@ impl Watchdog {
         }
     }
 
-    /// One line to locker; lost if locker is gone.
+    /// One line to locker; lost if locker is gone. Never blocks: the
+    /// watchdog sends a handful of lines in all, which fit the socket's
+    /// buffer even when locker is frozen and reads none.
     fn tell(&mut self, line: &str) {
         if self.locker_gone {
             return;
         }
-        let _ = self.chan.set_nonblocking(false);
         let _ = self.chan.write_all(format!("{line}\n").as_bytes());
-        let _ = self.chan.set_nonblocking(true);
     }
 }
 
