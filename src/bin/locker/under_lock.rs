@@ -247,6 +247,13 @@ impl Under<'_> {
         if by == By::Watchdog {
             return Outcome::Watchdog;
         }
+        if by == By::Exited && self.unsaid.take().is_some() {
+            // The command had ended by itself before the watchdog heard of
+            // the stop (a locker resumed after a stall finds it so): its
+            // tree was gone in time, and the release says whether the lock
+            // was still held.
+            return Outcome::Done(exit);
+        }
         self.say_unsaid();
         match self.stopping {
             Some(Why::Watchdog) => Outcome::Watchdog,
