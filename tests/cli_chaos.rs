@@ -41,7 +41,7 @@ f="$dir/run.$BASHPID.${EPOCHREALTIME/./}"
 echo "$WORKER" > "$dir/current"
 setsid bash -c "while :; do echo \"\$EPOCHREALTIME\" >> '$f'; sleep 0.05; done" &
 echo $! >> "$dir/helpers"
-n=$(( RANDOM % 16 + 4 ))
+n=$(( RANDOM % 30 + 4 ))
 for ((i = 0; i < n; i++)); do echo "$EPOCHREALTIME" >> "$f"; sleep 0.05; done
 "#;
 
@@ -248,7 +248,7 @@ fn overlaps(dir: &Path) -> (usize, usize, f64) {
 fn print(what: &str, secs: u64, f: &Figures) {
     eprintln!(
         "chaos {what}: {secs} s, {WORKERS} workers, {} runs, {} SIGKILLs, {} SIGSTOPs: {} \
-         overlapping pairs (longest {:.0} ms); exit codes {:?}",
+         overlapping pairs (longest {:.0} ms); exit codes {:?} (-1: still running at the end)",
         f.runs, f.kills, f.stops, f.overlaps, f.max_overlap_ms, f.exits
     );
 }
