@@ -77,7 +77,7 @@ pub use audit::{AuditSink, WireKind, WireRecord};
 pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use election::{CampaignRequest, Leadership};
 pub use error::{Error, Result};
-pub use lock::{LockGuard, LockRequest, TryLock, TryLockRequest};
+pub use lock::{LockGuard, LockRequest, RunStopped, TryLock, TryLockRequest};
 pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockWatch};
 pub use queue::{
     DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS, default_value,

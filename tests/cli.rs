@@ -364,8 +364,10 @@ async fn acquire_timeout_exits_124_and_leaves_nothing_queued() {
     assert!(keys_under(&ep, &name).await.is_empty());
 }
 
+/// Cut off from etcd, locker cannot keep its lease: it stops the command
+/// (SIGTERM) before the lease could expire and exits 79.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_lock_terminates_the_command_and_exits_78() {
+async fn a_lease_that_cannot_be_kept_stops_the_command_and_exits_79() {
     let etcd = etcd().await;
     let proxy = Proxy::start(etcd.client_addr(0)).await.expect("proxy");
     let name = unique("lost");
@@ -378,7 +380,7 @@ async fn lost_lock_terminates_the_command_and_exits_78() {
             "--ttl",
             "2",
             "--kill-after",
-            "5s",
+            "500ms",
             "--",
             "sh",
             "-c",
@@ -391,14 +393,14 @@ async fn lost_lock_terminates_the_command_and_exits_78() {
     let cut = Instant::now();
     let code = p.exit(Duration::from_secs(15)).await;
     let took = cut.elapsed();
-    assert_eq!(code, 78, "stderr: {}", p.stderr());
+    assert_eq!(code, 79, "stderr: {}", p.stderr());
     assert!(
-        took < Duration::from_secs(2 + 6),
+        took < Duration::from_secs(2 + 4),
         "locker took {took:?} to give up a lock with a 2 s TTL"
     );
     p.line("got-term", SHORT, |l| l == "got-term").await;
     let stderr = p.stderr();
-    assert!(stderr.contains("lock lost"), "{stderr}");
+    assert!(stderr.contains("could not be kept alive"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // On etcd's side the lease expires by itself.
@@ -466,6 +468,38 @@ async fn usage_errors_exit_2_with_one_line() {
         ],
         &["--user", "bob", "holder", "x"],
         &["frobnicate"],
+        // A --kill-after that outlasts the lease.
+        &[
+            "lock",
+            "x",
+            "--ttl",
+            "2",
+            "--kill-after",
+            "1s",
+            "--",
+            "true",
+        ],
+        &[
+            "elect",
+            "x",
+            "p",
+            "--ttl",
+            "10",
+            "--kill-after",
+            "5s",
+            "--",
+            "true",
+        ],
+        &[
+            "lock",
+            "x",
+            "--kill-after",
+            "1s",
+            "--unsafe-kill-after",
+            "2s",
+            "--",
+            "true",
+        ],
     ];
     for args in cases {
         let r = run(locker(&ep, args), SHORT).await;
@@ -482,7 +516,7 @@ async fn usage_errors_exit_2_with_one_line() {
     for args in [&["--help"][..], &["lock", "--help"], &["try", "--help"]] {
         let r = run(locker(&ep, args), SHORT).await;
         assert_eq!(r.code, 0, "{r:?}");
-        for code in ["69", "75", "77", "78", "124", "128+N"] {
+        for code in ["69", "75", "77", "78", "79", "80", "124", "128+N"] {
             assert!(
                 r.stdout.contains(code),
                 "help lacks exit code {code}: {r:?}"

@@ -18,7 +18,15 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep};
 
 mod common;
-use common::{Proc, Run, SHORT, alive, etcd, locker, prepare, run, unique};
+use common::{Proc, Run, SHORT, alive, locker, prepare, run, unique};
+
+/// A single-member etcd for one test, of the version under test
+/// (`scripts/test` runs each suite that calls `Etcd::` on every version).
+async fn etcd() -> locker::testing::Etcd {
+    locker::testing::Etcd::single()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start etcd for the test: {e}"))
+}
 
 /// `etcdctl --endpoints=EP ARGS` (v3 API), in a process group of its own.
 fn etcdctl(endpoint: &str, args: &[&str]) -> Command {

@@ -4,6 +4,8 @@
 
 mod guard;
 mod request;
+mod run;
 
 pub use guard::LockGuard;
 pub use request::{LockRequest, TryLock, TryLockRequest};
+pub use run::RunStopped;

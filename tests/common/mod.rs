@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use locker::testing::Etcd;
 
+pub mod tree;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
@@ -244,6 +246,11 @@ impl Proc {
                 self.stderr()
             ),
         }
+    }
+
+    /// Waits for the process to exit, however long; returns its exit code.
+    pub async fn wait_code(&mut self) -> i32 {
+        exit_code(self.child.wait().await.expect("wait"))
     }
 
     pub fn has_exited(&mut self) -> bool {

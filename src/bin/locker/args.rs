@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use locker::Error;
 
 use crate::code;
+use crate::deadline::{DEFAULT_KILL_AFTER, KILL_MARGIN, LOCKER_LEAD, max_kill_after};
 use crate::output::say;
+use crate::under_lock::KillPolicy;
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -27,7 +29,13 @@ Exit status:
          server is not etcd, or a request's outcome is unknown
   75     `try`: the lock is held by someone else (see --conflict-exit-code)
   77     etcd rejected the user name or password, or the user lacks permission
-  78     the lock or leadership was lost while held (the command got SIGTERM, then SIGKILL)
+  78     the lock or leadership was lost while held: etcd says its lease is gone (the command
+         got SIGTERM, then SIGKILL)
+  79     the lease could not be kept alive (no keepalive answered in time; etcd unreachable?):
+         the command got SIGTERM, then SIGKILL, and was gone before the lease could expire
+  80     locker stalled (stopped, frozen) while the command ran: its watchdog stopped the
+         command before the lease could expire. (If locker dies, the watchdog does the same,
+         and says so on stderr.)
   124    `lock --timeout`, `elect --timeout`: not acquired or elected in time (nothing is
          left queued)
   126    the command could not be started
@@ -151,7 +159,12 @@ With CMD: CMD runs with LOCKER_KEY and ETCD_LOCK_KEY (the lock key) and LOCKER_F
 and ETCD_LOCK_REV (the fencing token) in its environment. When CMD exits, the lock is released
 and locker exits with CMD's exit status. SIGINT, SIGTERM and SIGHUP are passed on to CMD. If
 the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL after --kill-after) and locker
-exits with 78.
+exits with 78 (79 if the lease could not be kept alive).
+
+CMD runs under a watchdog process: CMD and every process it starts (even one that detaches
+with setsid or a double fork) are gone before the lease could expire, however locker ends:
+lock lost, locker killed (SIGKILL, OOM), stopped (SIGSTOP, Ctrl-Z) or stalled. What CMD leaves
+running when it exits gets SIGTERM (then SIGKILL) before the lock is released.
 
 Without CMD: prints `key=KEY fencing_token=N lease=ID` on one line, holds the lock until
 SIGINT, SIGTERM or SIGHUP, then releases it and exits with 0."
@@ -202,7 +215,9 @@ Candidates are NAME/<lease id in hex>, as with `etcdctl elect`: locker and etcdc
 are one election, and an `etcdctl lock NAME` holder keeps every candidate waiting.
 With CMD: when elected, CMD runs with LOCKER_KEY and LOCKER_FENCING_TOKEN in its environment;
 when it exits, locker resigns and exits with CMD's exit status; if leadership is lost, CMD gets
-SIGTERM (SIGKILL after --kill-after) and locker exits with 78. Without CMD: when elected, prints
+SIGTERM (SIGKILL after --kill-after) and locker exits with 78 (79 if the lease could not be
+kept alive). CMD and every process it starts are gone before the lease could expire, even if
+locker dies or stalls (see `locker lock --help`). Without CMD: when elected, prints
 `key=KEY fencing_token=N lease=ID` on one line, leads until SIGINT, SIGTERM or SIGHUP, then
 resigns and exits with 0.
 With --listen (like `etcdctl elect -l`): prints `leader revision=R key=KEY value=\"V\" lease=ID
@@ -229,9 +244,17 @@ pub(crate) struct HoldArgs {
     #[arg(long, value_name = "V")]
     pub(crate) value: Option<OsString>,
 
-    /// When the lock is lost, how long CMD has to exit after SIGTERM before it gets SIGKILL
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) kill_after: Duration,
+    /// When the lock is lost or its lease cannot be kept, how long CMD has to exit after SIGTERM
+    /// before it gets SIGKILL; at most TTL/2 - 350ms, so that CMD is gone before the lease could
+    /// expire [default: 10s, or that most if less]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub(crate) kill_after: Option<Duration>,
+
+    /// As --kill-after, without its limit: SIGKILL comes DUR after SIGTERM even if the lease
+    /// expires first, so another holder may run while CMD still does. Unsafe: use only for a CMD
+    /// that must not be killed and whose overlap with the next holder does no harm
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "kill_after")]
+    pub(crate) unsafe_kill_after: Option<Duration>,
 
     /// Take a shared (read) lock: shared holders run together, an exclusive holder alone (like
     /// `flock -s`)
@@ -287,9 +310,17 @@ pub(crate) struct ElectArgs {
     /// Give up campaigning after this long and exit with 124 [default: wait forever]
     #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     pub(crate) timeout: Option<Duration>,
-    /// When leadership is lost, how long CMD has to exit after SIGTERM before it gets SIGKILL
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) kill_after: Duration,
+    /// When leadership is lost or its lease cannot be kept, how long CMD has to exit after SIGTERM
+    /// before it gets SIGKILL; at most TTL/2 - 350ms, so that CMD is gone before the lease could
+    /// expire [default: 10s, or that most if less]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub(crate) kill_after: Option<Duration>,
+
+    /// As --kill-after, without its limit: SIGKILL comes DUR after SIGTERM even if the lease
+    /// expires first, so another leader may run while CMD still does. Unsafe: use only for a CMD
+    /// that must not be killed and whose overlap with the next leader does no harm
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "kill_after")]
+    pub(crate) unsafe_kill_after: Option<Duration>,
     /// Command to run while leader, with its arguments (after --)
     #[arg(last = true, value_name = "CMD")]
     pub(crate) cmd: Vec<OsString>,
@@ -303,6 +334,7 @@ impl ElectArgs {
             ttl: self.ttl,
             value: self.proposal,
             kill_after: self.kill_after,
+            unsafe_kill_after: self.unsafe_kill_after,
             shared: false,
             limit: None,
             cmd: self.cmd,
@@ -333,6 +365,63 @@ pub(crate) struct WatchArgs {
     /// Print one JSON object per line instead of text
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// The requested TTL as etcd will grant it at least: rounded up to whole seconds.
+fn whole_seconds(ttl: Duration) -> Duration {
+    Duration::from_secs(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+}
+
+/// Refuses a `--kill-after` the lease cannot cover: CMD must be gone
+/// before the lease could expire.
+pub(crate) fn check_kill_after(command: &Command) -> Result<(), String> {
+    let (ttl, kill_after, verb) = match command {
+        Command::Lock(a) => (a.hold.ttl, a.hold.kill_after, "lock"),
+        Command::Try(a) => (a.hold.ttl, a.hold.kill_after, "try"),
+        Command::Elect(a) => (a.ttl, a.kill_after, "elect"),
+        _ => return Ok(()),
+    };
+    let Some(kill_after) = kill_after else {
+        return Ok(());
+    };
+    let ttl = whole_seconds(ttl);
+    let most = max_kill_after(ttl);
+    if kill_after <= most {
+        return Ok(());
+    }
+    Err(format!(
+        "--kill-after {kill_after:?} does not fit a lease of {ttl:?}: the command would still \
+         run when the lease could expire and another holder start; with --ttl {}s it may be \
+         at most {most:?} (TTL/2 - {:?}); raise --ttl, or accept the overlap with \
+         --unsafe-kill-after; see 'locker {verb} --help'",
+        ttl.as_secs(),
+        KILL_MARGIN + LOCKER_LEAD
+    ))
+}
+
+/// How CMD is stopped, for the lease etcd granted (`ttl`).
+pub(crate) fn kill_policy(args: &HoldArgs, ttl: Duration) -> KillPolicy {
+    let most = max_kill_after(ttl);
+    match (args.kill_after, args.unsafe_kill_after) {
+        (_, Some(d)) => KillPolicy {
+            kill_after: d,
+            unsafe_kill_after: true,
+            fitting: d.min(most),
+        },
+        (Some(d), None) => KillPolicy {
+            kill_after: d.min(most),
+            unsafe_kill_after: false,
+            fitting: d.min(most),
+        },
+        (None, None) => {
+            let d = DEFAULT_KILL_AFTER.min(most);
+            KillPolicy {
+                kill_after: d,
+                unsafe_kill_after: false,
+                fitting: d,
+            }
+        }
+    }
 }
 
 /// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
@@ -445,6 +534,60 @@ mod tests {
             let e = parse_name(&bad).expect_err("a bad name was accepted");
             assert!(e.contains("lock name"), "{e}");
         }
+    }
+
+    #[test]
+    fn kill_after_must_fit_the_lease_unless_unsafe() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            check_kill_after(&cli.command)
+        };
+        assert!(parse(&["locker", "lock", "x", "--ttl", "2", "--kill-after", "650ms"]).is_ok());
+        let e = parse(&["locker", "lock", "x", "--ttl", "2", "--kill-after", "651ms"])
+            .expect_err("a kill-after past the lease was accepted");
+        assert!(
+            e.contains("--unsafe-kill-after") && e.contains("650ms"),
+            "{e}"
+        );
+        // A TTL of 1.5 s is granted as 2 s at least.
+        assert!(
+            parse(&[
+                "locker",
+                "try",
+                "x",
+                "--ttl",
+                "1500ms",
+                "--kill-after",
+                "600ms"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["locker", "elect", "x", "p", "--kill-after", "5s"]).is_err());
+        assert!(
+            parse(&[
+                "locker",
+                "lock",
+                "x",
+                "--ttl",
+                "2",
+                "--unsafe-kill-after",
+                "1m"
+            ])
+            .is_ok()
+        );
+
+        let cli = Cli::try_parse_from(["locker", "lock", "x", "--ttl", "2"]).expect("parses");
+        let Command::Lock(a) = cli.command else {
+            panic!("not lock")
+        };
+        let k = kill_policy(&a.hold, Duration::from_secs(2));
+        assert_eq!(k.kill_after, Duration::from_millis(650), "the default fits");
+        let k = kill_policy(&a.hold, Duration::from_secs(60));
+        assert_eq!(
+            k.kill_after,
+            Duration::from_secs(10),
+            "the default is 10 s at most"
+        );
     }
 
     #[test]

@@ -31,6 +31,31 @@ impl Guard {
         }
     }
 
+    /// The TTL etcd granted to the lease.
+    pub(crate) fn ttl(&self) -> std::time::Duration {
+        match self {
+            Guard::Lock(g) => g.ttl(),
+            Guard::Leader(l) => l.ttl(),
+        }
+    }
+
+    /// Until when the lease is known to be alive (local monotonic time);
+    /// `None` once that passed or the lease is lost.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        match self {
+            Guard::Lock(g) => g.deadline(),
+            Guard::Leader(l) => l.deadline(),
+        }
+    }
+
+    /// `lock key KEY` or `leadership key KEY`, for messages.
+    pub(crate) fn what(&self) -> String {
+        match self {
+            Guard::Lock(g) => format!("lock key {}", g.key()),
+            Guard::Leader(l) => format!("leadership key {}", l.key()),
+        }
+    }
+
     /// Resolves when the lock or leadership can no longer be assumed.
     pub(crate) async fn lost(&self) -> LostReason {
         match self {

@@ -7,6 +7,7 @@ use locker::{Client, Session};
 
 use crate::acquire::{Mode, acquire, close_session};
 use crate::args::HoldArgs;
+use crate::args::kill_policy;
 use crate::code;
 use crate::guard::Guard;
 use crate::output::say;
@@ -31,15 +32,18 @@ pub(crate) async fn hold(
     let outcome = if args.cmd.is_empty() {
         hold_until_signal(&guard, signals).await
     } else {
-        run_command(&guard, &args.cmd, args.kill_after, signals).await
+        let kill = kill_policy(&args, guard.ttl());
+        run_command(&guard, &args.cmd, kill, signals).await
     };
-    match outcome {
-        Outcome::Lost => {
-            clean_up_after_loss(session, guard).await;
-            code::LOST
-        }
-        Outcome::Done(exit) => release(session, guard, exit).await,
-    }
+    let lost_code = match outcome {
+        Outcome::Done(exit) => return release(session, guard, exit).await,
+        Outcome::Lost => code::LOST,
+        Outcome::NotKept => code::NOT_KEPT,
+        Outcome::Watchdog => code::WATCHDOG,
+        Outcome::WatchdogGone => code::FAILURE,
+    };
+    clean_up_after_loss(session, guard).await;
+    lost_code
 }
 
 /// Tries to remove what may be left of a lost lock, but does not wait long:

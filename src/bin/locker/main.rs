@@ -13,16 +13,30 @@
 //! - `inspect.rs`: `holder`, `watch` and `elect --listen`.
 //! - `output.rs`: every line locker prints.
 //! - `signals.rs`: signals received and forwarded.
+//! - `watchdog.rs`: the process that runs the command and makes sure its
+//!   whole tree is gone before the lease could expire, even if locker dies
+//!   or stalls; `tree.rs`: that tree; `dog.rs`: locker's end of it;
+//!   `deadline.rs`: the lease deadline both share and the time a stop takes.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "the locker CLI needs Linux (PR_SET_CHILD_SUBREAPER, signalfd, /proc) to keep a command \
+     from outliving its lock; the library builds everywhere"
+);
 
 mod acquire;
 mod args;
 mod connect;
+mod deadline;
+mod dog;
 mod guard;
 mod hold;
 mod inspect;
 mod output;
 mod signals;
+mod tree;
 mod under_lock;
+mod watchdog;
 
 use std::process::ExitCode;
 
@@ -30,7 +44,7 @@ use clap::Parser as _;
 use locker::Error;
 
 use crate::acquire::Mode;
-use crate::args::{Cli, Command, usage_error};
+use crate::args::{Cli, Command, check_kill_after, usage_error};
 use crate::connect::client_builder;
 use crate::hold::hold;
 use crate::inspect::{holder, listen, watch};
@@ -47,6 +61,8 @@ mod code {
     pub const HELD: u8 = 75;
     pub const NO_PERMISSION: u8 = 77;
     pub const LOST: u8 = 78;
+    pub const NOT_KEPT: u8 = 79;
+    pub const WATCHDOG: u8 = 80;
     pub const ACQUIRE_TIMEOUT: u8 = 124;
     pub const CANNOT_EXECUTE: u8 = 126;
     pub const NOT_FOUND: u8 = 127;
@@ -83,6 +99,10 @@ fn signal_code(sig: i32) -> u8 {
 
 /// Parses the command line, then runs it on a two-thread runtime.
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == watchdog::HIDDEN_ARG) {
+        return ExitCode::from(watchdog::run(argv));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -91,6 +111,10 @@ fn main() -> ExitCode {
         // clap lets `--json` through beside a proposal (which conflicts
         // with --listen, and that waives --json's need of it).
         say("--json goes with --listen; see 'locker elect --help'");
+        return ExitCode::from(code::USAGE);
+    }
+    if let Err(msg) = check_kill_after(&cli.command) {
+        say(&msg);
         return ExitCode::from(code::USAGE);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

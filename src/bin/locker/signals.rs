@@ -1,5 +1,5 @@
 //! SIGINT, SIGTERM and SIGHUP: received while locker waits, forwarded to the
-//! command while it runs.
+//! command (through the watchdog) while it runs.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -56,16 +56,6 @@ impl Signals {
             _ = next_of(&mut self.int) => libc::SIGINT,
             _ = next_of(&mut self.term) => libc::SIGTERM,
             _ = next_of(&mut self.hup) => libc::SIGHUP,
-        }
-    }
-}
-
-pub(crate) fn send_signal(pid: Option<u32>, sig: i32) {
-    if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-        // SAFETY: kill has no memory-safety preconditions. The child is not yet
-        // reaped (we still wait for it), so the pid cannot have been reused.
-        unsafe {
-            libc::kill(pid, sig);
         }
     }
 }
