@@ -385,3 +385,22 @@ async fn the_cli_runs_every_command_as_a_user_with_readwrite_on_the_lock_prefix(
     assert_eq!(r.code, 77, "{r:?}");
     assert!(r.stderr.contains(PREFIX_MESSAGE), "{r:?}");
 }
+
+/// Without a user, on a cluster with auth on: etcd 3.5.28 and later refuse
+/// `Status` to a caller with no name, earlier versions answer it. Either
+/// way etcd answered, so `connect` succeeds on every version; the first
+/// lock is refused for want of a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_user_connect_succeeds_on_every_version_and_a_lock_is_refused() {
+    let etcd = etcd_with_lock_user("lp").await;
+    let wire = Wire::default();
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .audit(wire.sink())
+        .connect()
+        .await
+        .expect("connect without a user");
+    assert_eq!(wire.paths(), [locker::paths::STATUS]);
+    let err = client.lock("locks/anonymous").await.unwrap_err();
+    assert!(err.to_string().contains("user name is empty"), "{err:?}");
+}
