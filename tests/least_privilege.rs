@@ -77,6 +77,14 @@ async fn connect_as(etcd: &Etcd, user: &str, password: &str, wire: &Wire) -> Cli
 /// Takes and releases each primitive on names under `base`, as a user
 /// whose role covers `{base}...` only.
 async fn every_primitive(client: &Client, wire: &Wire, base: &str) {
+    locks(client, wire, base).await;
+    election(client, base).await;
+    shared(client, base).await;
+    watched(client, base).await;
+}
+
+/// A lock, try_lock, a session lock across keepalives.
+async fn locks(client: &Client, wire: &Wire, base: &str) {
     // A lock on its own lease, seen by holder() and holders().
     let name = format!("{base}/lock");
     let g = within("lock", WAIT, client.lock(name.as_str()))
@@ -119,8 +127,10 @@ async fn every_primitive(client: &Client, wire: &Wire, base: &str) {
     assert!(!g.is_lost(), "the session lock survived its keepalives");
     g.release().await.expect("session release");
     s.close().await.expect("session close");
+}
 
-    // An election, observed.
+/// An election, observed.
+async fn election(client: &Client, base: &str) {
     let name = format!("{base}/election");
     let mut events = client.observe(&name).await.expect("observe");
     let first = within("the first event", WAIT, events.next()).await;
@@ -143,7 +153,10 @@ async fn every_primitive(client: &Client, wire: &Wire, base: &str) {
     );
     leader.proclaim("me too").await.expect("proclaim");
     leader.resign().await.expect("resign");
+}
 
+/// A read-write lock and a semaphore.
+async fn shared(client: &Client, base: &str) {
     // A read-write lock: two readers, then a writer.
     let name = format!("{base}/rw");
     let r1 = client.read_lock(name.as_str()).await.expect("read lock");
@@ -168,8 +181,10 @@ async fn every_primitive(client: &Client, wire: &Wire, base: &str) {
     assert_eq!((all.holders.len(), all.permits), (2, Some(2)), "{all:?}");
     p1.release().await.expect("release");
     p2.release().await.expect("release");
+}
 
-    // The lock-state stream.
+/// The lock-state stream.
+async fn watched(client: &Client, base: &str) {
     let name = format!("{base}/watched");
     let mut watch = client.watch_lock(&name).await.expect("watch_lock");
     let first = within("the snapshot", WAIT, watch.next()).await;
