@@ -178,10 +178,10 @@ impl ClientBuilder {
     /// member's status.
     ///
     /// Wire calls: `Auth/Authenticate` when a user is set, else
-    /// `Maintenance/Status`, to the first endpoint that answers. Since etcd
-    /// 3.5.28 a `Status` is refused to a user without the root role (an
-    /// identity from a client certificate, on a cluster with auth enabled):
-    /// that refusal is etcd's answer too, and `connect` succeeds.
+    /// `Maintenance/Status`, to the first endpoint that answers. On a
+    /// cluster with auth enabled, etcd 3.5.28 and later refuse that `Status`
+    /// to a caller without the root role (a client certificate's user, or
+    /// nobody): the refusal is etcd's answer too, and `connect` succeeds.
     ///
     /// # Errors
     /// [`Error::InvalidEndpoint`] for an endpoint that cannot be parsed,
