@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::types::{LeaseId, Revision};
 
+/// The gRPC path prefix of etcd's Maintenance service, whose calls etcd
+/// 3.5.28 and later allow only to the root role when auth is enabled.
+const MAINTENANCE: &str = "/etcdserverpb.Maintenance/";
+
 /// Result alias used throughout locker.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -96,7 +100,10 @@ pub enum Error {
         /// etcd's message.
         message: String,
     },
-    /// The authenticated user lacks a permission the operation needs.
+    /// The authenticated user lacks a permission the operation needs: on
+    /// the keys it reads or writes, or, for a `Maintenance` call such as
+    /// [`Client::status`](crate::Client::status), the root role (etcd
+    /// 3.5.28 and later).
     PermissionDenied {
         /// The endpoint.
         endpoint: String,
@@ -268,6 +275,14 @@ impl Error {
                 endpoint,
                 path,
                 message,
+            } if path.starts_with(MAINTENANCE) => write!(
+                f,
+                "{path} to {endpoint} was refused: {message}; etcd 3.5.28 and later require the root role for this call (CVE-2026-33413): make it as a user with the root role, or do without it (locks, elections and semaphores need no Maintenance call)"
+            ),
+            Error::PermissionDenied {
+                endpoint,
+                path,
+                message,
             } => write!(
                 f,
                 "{path} to {endpoint} was refused: {message}; the user needs read-write permission on the lock's key prefix"
@@ -323,3 +338,35 @@ impl Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(path: &'static str) -> String {
+        Error::PermissionDenied {
+            endpoint: "http://h:1".into(),
+            path,
+            message: "etcdserver: permission denied".into(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refusal_names_the_root_role_for_maintenance_and_the_prefix_for_keys() {
+        let status = denied("/etcdserverpb.Maintenance/Status");
+        assert!(
+            status.contains("root role") && status.contains("3.5.28"),
+            "{status}"
+        );
+        assert!(!status.contains("prefix"), "{status}");
+        for path in ["/etcdserverpb.KV/Txn", "/etcdserverpb.Watch/Watch"] {
+            let text = denied(path);
+            assert!(
+                text.contains("read-write permission on the lock's key prefix"),
+                "{text}"
+            );
+            assert!(!text.contains("root role"), "{text}");
+        }
+    }
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use locker::testing::{Etcd, EtcdBuilder, Proxy, ProxyMode, TestCerts};
-use locker::{Client, Error, WireRecord};
+use locker::testing::{Etcd, EtcdBuilder, Proxy, ProxyMode, TestCerts, wait_until};
+use locker::{Client, Error, WireKind, WireRecord};
 
 async fn tls_etcd(certs: &TestCerts, client_auth: bool) -> Etcd {
     EtcdBuilder::new(1)
@@ -190,9 +190,15 @@ async fn a_handshake_cut_off_on_one_endpoint_fails_over() {
 }
 
 async fn auth_etcd() -> Etcd {
+    auth_etcd_with_token_ttl(2).await
+}
+
+/// etcd with simple tokens that expire `secs` after their last use (checked
+/// once a second), and `alice`, who may read and write `locks/` only.
+async fn auth_etcd_with_token_ttl(secs: u32) -> Etcd {
     let etcd = EtcdBuilder::new(1)
         .arg("--auth-token=simple")
-        .arg("--auth-token-ttl=2")
+        .arg(format!("--auth-token-ttl={secs}"))
         .start()
         .await
         .unwrap();
@@ -222,9 +228,14 @@ async fn a_lock_outlives_three_token_expiries_with_one_reauthentication_each() {
         .await
         .unwrap();
     assert_eq!(auths.load(Ordering::SeqCst), 1);
+    // Since etcd 3.5.28 each keepalive is checked against the token, which
+    // keeps a simple token alive: a lease whose keepalives came more often
+    // than the token's TTL would never let it expire. This lease sends none
+    // during the test (the first goes out after TTL/3 = 20 s); the next test
+    // covers keepalives that outlast the token.
     let g = client
         .lock("locks/auth")
-        .ttl(Duration::from_secs(6))
+        .ttl(Duration::from_secs(60))
         .await
         .unwrap();
     for round in 1..=3 {
@@ -244,6 +255,71 @@ async fn a_lock_outlives_three_token_expiries_with_one_reauthentication_each() {
         0,
         "the password appeared in a wire record"
     );
+}
+
+/// Keepalives further apart than the token lives: etcd 3.5.28 and later
+/// refuse each with "invalid auth token" (earlier versions do not check
+/// keepalives against the token); the stream is opened again with a fresh
+/// token, and the lease lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_keeps_its_lease_when_its_keepalives_outlast_the_token() {
+    let etcd = auth_etcd_with_token_ttl(1).await;
+    let auths = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (a, k, r) = (auths.clone(), answers.clone(), refused.clone());
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "alicepw")
+        .audit(move |rec: &WireRecord| {
+            if rec.path == locker::paths::AUTHENTICATE {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+            if rec.path == locker::paths::LEASE_KEEPALIVE {
+                match rec.kind {
+                    WireKind::StreamRecv => {
+                        k.fetch_add(1, Ordering::SeqCst);
+                    }
+                    WireKind::StreamOpen | WireKind::StreamClose
+                        if rec.status.contains("invalid auth token") =>
+                    {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    // A keepalive every 3 s; the token dies 1 to 2 s after its last use.
+    let g = client
+        .lock("locks/keepalive")
+        .ttl(Duration::from_secs(9))
+        .await
+        .unwrap();
+    let first_deadline = g.deadline().expect("a deadline");
+    wait_until(
+        "three keepalives are answered",
+        Duration::from_secs(30),
+        || {
+            let answers = answers.clone();
+            async move { answers.load(Ordering::SeqCst) >= 3 }
+        },
+    )
+    .await;
+    assert!(!g.is_lost(), "the lock survived the token's expiries");
+    assert!(g.deadline().expect("a deadline") > first_deadline);
+    g.put("locks/keepalive-data", "x").await.unwrap();
+    let (auths, refused) = (auths.load(Ordering::SeqCst), refused.load(Ordering::SeqCst));
+    eprintln!("keepalives outlasting the token: {auths} authentications, {refused} refusals");
+    // At most one authentication per refused keepalive stream, one for the
+    // put, and the first.
+    assert!(
+        auths <= 1 + refused + 1,
+        "{auths} authentications, {refused} refusals"
+    );
+    g.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,31 +172,31 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the endpoints, connects, and asks etcd for its status (and
-    /// authenticates, when a user is set).
+    /// Checks the endpoints, connects, and makes one call that proves an
+    /// etcd answers there, a call the client's user may make whatever its
+    /// role: it authenticates when a user is set, else it asks for the
+    /// member's status.
     ///
-    /// Wire calls: `Maintenance/Status` to the first endpoint that answers
-    /// (preceded by `Auth/Authenticate` when a user is set).
+    /// Wire calls: `Auth/Authenticate` when a user is set, else
+    /// `Maintenance/Status`, to the first endpoint that answers. On a
+    /// cluster with auth enabled, etcd 3.5.28 and later refuse that `Status`
+    /// to a caller without the root role (a client certificate's user, or
+    /// nobody): the refusal is etcd's answer too, and `connect` succeeds.
     ///
     /// # Errors
     /// [`Error::InvalidEndpoint`] for an endpoint that cannot be parsed,
     /// [`Error::InvalidArgument`] for an empty list or a zero timeout,
     /// [`Error::Unreachable`] when no endpoint answers, [`Error::NotEtcd`]
-    /// when the peer is not etcd, [`Error::AuthFailed`] for bad credentials.
+    /// when the peer is not etcd, [`Error::Tls`] when the TLS handshake
+    /// fails, [`Error::AuthFailed`] for bad credentials.
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is left behind but the connections, which close
     /// when the future is dropped.
     pub async fn connect(self) -> Result<Client> {
         let client = self.build()?;
-        let first_contact = async {
-            if client.inner.user.is_some() {
-                client.authenticate().await?;
-            }
-            client.status().await
-        };
-        match first_contact.await {
-            Ok(_) => Ok(client),
+        match client.first_contact().await {
+            Ok(()) => Ok(client),
             // Every endpoint accepted TCP, then dropped the connection
             // without an HTTP/2 answer: not an etcd gRPC port.
             Err(Error::Unreachable { attempts })
@@ -287,5 +287,37 @@ impl ClientBuilder {
             .iter()
             .map(|raw| Ok((raw, normalize_endpoint(raw)?)))
             .collect()
+    }
+}
+
+impl Client {
+    /// One call that needs no permission: an answer, even a refusal, shows
+    /// that an etcd listens at the endpoint that gave it.
+    ///
+    /// With a user, `Authenticate` is that call (any caller may make it,
+    /// and every later call needs its token). Without one, `Status`: every
+    /// etcd grants it when auth is off; with auth on, the caller is a
+    /// client certificate's user or nobody, and etcd 3.5.28 and later
+    /// refuse it unless that user has the root role. Such a refusal is an
+    /// answer: the calls a lock makes are judged by their keys, not by
+    /// that role.
+    async fn first_contact(&self) -> Result<()> {
+        if self.inner.user.is_some() {
+            return self.authenticate().await;
+        }
+        match self.status().await {
+            Ok(_) => Ok(()),
+            Err(Error::PermissionDenied { endpoint, .. }) => {
+                self.prefer(&endpoint);
+                Ok(())
+            }
+            Err(Error::Etcd {
+                endpoint, message, ..
+            }) if message.contains("user name is empty") => {
+                self.prefer(&endpoint);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -102,6 +102,14 @@ impl Client {
         self.inner.preferred.store(i, Ordering::Relaxed);
     }
 
+    /// The endpoint with this URL answered (with a refusal, say): the next
+    /// calls start with it.
+    pub(super) fn prefer(&self, url: &str) {
+        if let Some(i) = self.inner.endpoints.iter().position(|e| e.url == url) {
+            self.answered(i);
+        }
+    }
+
     pub(crate) fn preferred_endpoint(&self) -> String {
         let i = self.inner.preferred.load(Ordering::Relaxed) % self.inner.endpoints.len();
         self.inner.endpoints[i].url.clone()

@@ -29,10 +29,14 @@ pub struct MemberStatus {
 impl Client {
     /// The status of the member that answers first.
     ///
-    /// Wire calls: one `Maintenance/Status`.
+    /// Wire calls: one `Maintenance/Status`. On a cluster with auth
+    /// enabled, etcd 3.5.28 and later answer it only to a user with the
+    /// root role; no lock, election or semaphore needs it.
     ///
     /// # Errors
-    /// Network errors as for [`ClientBuilder::connect`](crate::ClientBuilder::connect).
+    /// Network errors as for [`ClientBuilder::connect`](crate::ClientBuilder::connect);
+    /// [`Error::PermissionDenied`] when the user lacks the root role that
+    /// etcd 3.5.28 and later require.
     ///
     /// # Cancel safety
     /// Cancel safe (a read).
