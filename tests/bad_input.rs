@@ -8,8 +8,8 @@
 //!   protobuf, a truncated gRPC frame, a valid but empty message (no
 //!   header), a non-200 HTTP status, an unknown grpc-status code, no answer.
 //!
-//! Each test prints its row of the README's table (`| bad input | error |`)
-//! with the exact `Display` text; see them with
+//! Each test prints its row of the bad-input table in docs/reliability.md
+//! (`| bad input | error |`) with the exact `Display` text; see them with
 //! `cargo test --features testing --test bad_input -- --nocapture --test-threads 1`.
 #![cfg(feature = "testing")]
 

@@ -1,8 +1,8 @@
 //! Golden wire transcripts: the exact ordered calls each public operation
 //! sends to a real etcd, with their key fields, and the raft commits each
-//! costs (from etcd's `etcd_server_proposals_committed_total`). The README's
-//! wire table is checked against the same measurements, so the two cannot
-//! drift. A change in wire behaviour breaks this test.
+//! costs (from etcd's `etcd_server_proposals_committed_total`). The wire
+//! table of `docs/wire.md` is checked against the same measurements, so the
+//! two cannot drift. A change in wire behaviour breaks this test.
 #![cfg(feature = "testing")]
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ fn sent_line(r: &WireRecord) -> Option<String> {
 }
 
 /// `Lease/LeaseGrant` from `call /etcdserverpb.Lease/LeaseGrant ...`, and
-/// `Watch` for a watch stream (the README's names).
+/// `Watch` for a watch stream (the wire table's names).
 fn method(line: &str) -> Option<String> {
     let mut parts = line.split_whitespace();
     let kind = parts.next()?;
@@ -570,16 +570,16 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     check_readme_table(&table);
 }
 
-/// The README's wire table, between its markers: operation -> (calls, commits).
+/// The wire table (docs/wire.md), between its markers: operation -> (calls, commits).
 fn readme_table() -> BTreeMap<String, (Vec<String>, i64)> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wire.md")).unwrap();
     let start = readme
         .find("<!-- wire-table:start -->")
-        .expect("README has no wire table start marker");
+        .expect("docs/wire.md has no wire table start marker");
     let end = readme
         .find("<!-- wire-table:end -->")
-        .expect("README has no wire table end marker");
+        .expect("docs/wire.md has no wire table end marker");
     let mut rows = BTreeMap::new();
     for line in readme[start..end]
         .lines()
@@ -590,7 +590,7 @@ fn readme_table() -> BTreeMap<String, (Vec<String>, i64)> {
         assert_eq!(
             cells.len(),
             4,
-            "README wire table row has {} cells: {line}",
+            "docs/wire.md wire table row has {} cells: {line}",
             cells.len()
         );
         let op = cells[0].trim_matches('`').to_owned();
@@ -612,17 +612,17 @@ fn check_readme_table(measured: &BTreeMap<&'static str, Measured>) {
     let mut wrong = Vec::new();
     for (op, m) in measured {
         match table.get(*op) {
-            None => wrong.push(format!("README has no row for `{op}`")),
+            None => wrong.push(format!("docs/wire.md has no row for `{op}`")),
             Some((calls, commits)) => {
                 if *calls != m.calls {
                     wrong.push(format!(
-                        "`{op}`: README says {calls:?}, measured {:?}",
+                        "`{op}`: docs/wire.md says {calls:?}, measured {:?}",
                         m.calls
                     ));
                 }
                 if *commits != m.commits {
                     wrong.push(format!(
-                        "`{op}`: README says {commits} commits, measured {}",
+                        "`{op}`: docs/wire.md says {commits} commits, measured {}",
                         m.commits
                     ));
                 }
@@ -631,12 +631,14 @@ fn check_readme_table(measured: &BTreeMap<&'static str, Measured>) {
     }
     for op in table.keys() {
         if !measured.contains_key(op.as_str()) {
-            wrong.push(format!("README row `{op}` is not measured by this test"));
+            wrong.push(format!(
+                "docs/wire.md row `{op}` is not measured by this test"
+            ));
         }
     }
     assert!(
         wrong.is_empty(),
-        "README wire table drifted:\n{}",
+        "docs/wire.md wire table drifted:\n{}",
         wrong.join("\n")
     );
 }

@@ -89,7 +89,7 @@ pub(crate) fn kill_all(root: i32, limit: Duration, mut reap: impl FnMut()) -> bo
 pub(crate) fn send(pid: i32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions. `pid` was a live
     // descendant an instant ago; it can only have been reused if it exited
-    // and was reaped in between, within the tree (see the README).
+    // and was reaped in between, within the tree (see docs/cli.md).
     unsafe {
         libc::kill(pid, sig);
     }
