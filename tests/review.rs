@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use locker::testing::{Etcd, Proxy, ProxyMode, connect_for_faults as connect, wait_until, within};
-use locker::wire::etcdserverpb as pb;
-use locker::{Client, Error, KeyValue, LeaseId, LockEvent, Revision, TryLock};
+use locker::testing::{
+    Etcd, Proxy, ProxyMode, connect_for_faults as connect, put_on_lease, wait_until, within,
+};
+use locker::{Client, Error, KeyValue, LockEvent, Revision, TryLock};
 use tokio::time::Instant;
 
 /// The bound of one test step.
@@ -357,7 +358,7 @@ async fn a_busy_try_lock_on_a_resumed_session_leaves_nothing_of_its_own_queued()
         .await
         .expect("grant");
     let key = format!("jobs/{lease}");
-    put_on_lease(&client, &key, lease).await;
+    put_on_lease(&client, &key, b"old process", lease).await;
     let session = within("resume", STEP, client.resume_session(lease))
         .await
         .expect("resume");
@@ -384,25 +385,6 @@ async fn a_busy_try_lock_on_a_resumed_session_leaves_nothing_of_its_own_queued()
         );
     }
     within("close", STEP, session.close()).await.expect("close");
-}
-
-async fn put_on_lease(client: &Client, key: &str, lease: LeaseId) {
-    let put = pb::PutRequest {
-        key: key.as_bytes().to_vec(),
-        value: b"old process".to_vec(),
-        lease: lease.0,
-        prev_kv: false,
-    };
-    let req = pb::TxnRequest {
-        compare: vec![],
-        success: vec![pb::RequestOp {
-            request: Some(pb::request_op::Request::RequestPut(put)),
-        }],
-        failure: vec![],
-    };
-    within("put on the lease", STEP, client.txn_raw(req))
-        .await
-        .expect("put on the lease");
 }
 
 // ---------------------------------------------------------------------------

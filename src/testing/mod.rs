@@ -70,7 +70,7 @@ pub use certs::TestCerts;
 pub use connect::{connect, connect_for_faults, connect_through};
 pub use etcd::{Etcd, EtcdBuilder};
 pub use proxy::{Proxy, ProxyMode};
-pub use queue::{queue, queue_keys, wait_queue_is, wait_queued};
+pub use queue::{put_on_lease, queue, queue_keys, wait_queue_is, wait_queued};
 pub use wait::{closed_port, wait_until, within};
 
 /// Error returned by the harness: says what failed and, when a member failed

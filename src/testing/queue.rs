@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::wait::{wait_until, within};
 use crate::client::Client;
-use crate::types::KeyValue;
+use crate::types::{KeyValue, LeaseId};
+use crate::wire::etcdserverpb as pb;
 
 /// How long one read of the queue, or one wait on it, may take.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -64,4 +65,28 @@ pub async fn wait_queue_is<S: AsRef<str>>(client: &Client, name: &str, keys: &[S
         || async { queue_keys(client, name).await == want },
     )
     .await;
+}
+
+/// Puts `key = value` on `lease` as another process would (an earlier run
+/// of a resumed session, say): one `Txn` with one put.
+///
+/// # Panics
+/// When the put fails or takes over 10 s.
+pub async fn put_on_lease(client: &Client, key: &str, value: &[u8], lease: LeaseId) {
+    let put = pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.to_vec(),
+        lease: lease.0,
+        prev_kv: false,
+    };
+    let req = pb::TxnRequest {
+        compare: vec![],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(put)),
+        }],
+        failure: vec![],
+    };
+    within("put on the lease", LIMIT, client.txn_raw(req))
+        .await
+        .unwrap_or_else(|e| panic!("put {key} on lease {lease}: {e}"));
 }

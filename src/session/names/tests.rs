@@ -103,41 +103,39 @@ impl World {
         SHAPES.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// The reservation of actor `a` (a request about to start).
+    fn start_step(&self, a: usize) -> Option<World> {
+        let key = self.actors[a].key;
+        let mut w = self.clone();
+        let decided = w.slots.reserve(NAME, key, &World::shapes());
+        // A removal that never began: after its patience, the waiting
+        // request takes the name over.
+        let decided = match decided {
+            Reserve::Wait(Some(stalled)) => w.slots.take_over(NAME, stalled, key, &World::shapes()),
+            other => other,
+        };
+        match decided {
+            Reserve::Got(t, debts) => {
+                w.actors[a].pc = Pc::Pay {
+                    t,
+                    debts,
+                    read: None,
+                    queue: true,
+                };
+            }
+            Reserve::Busy(_) => w.end(a),
+            Reserve::Wait(_) => return None,
+        }
+        Some(w)
+    }
+
     /// Every world one step of actor `a` can lead to.
     fn steps(&self, a: usize) -> Vec<World> {
         let actor = &self.actors[a];
         let mut out = Vec::new();
         match actor.pc.clone() {
             Pc::Done => {}
-            Pc::Start => {
-                let mut w = self.clone();
-                let decided = w.slots.reserve(NAME, actor.key, &World::shapes());
-                // A removal that never began: after its patience, the
-                // waiting request takes the name over.
-                let decided = match decided {
-                    Reserve::Wait(Some(stalled)) => {
-                        w.slots
-                            .take_over(NAME, stalled, actor.key, &World::shapes())
-                    }
-                    other => other,
-                };
-                match decided {
-                    Reserve::Got(t, debts) => {
-                        w.actors[a].pc = Pc::Pay {
-                            t,
-                            debts,
-                            read: None,
-                            queue: true,
-                        };
-                        out.push(w);
-                    }
-                    Reserve::Busy(_) => {
-                        w.end(a);
-                        out.push(w);
-                    }
-                    Reserve::Wait(_) => {}
-                }
-            }
+            Pc::Start => out.extend(self.start_step(a)),
             Pc::Spawned { t } => {
                 let mut w = self.clone();
                 if w.slots.clean(NAME, t) {
