@@ -271,6 +271,7 @@ impl ClientBuilder {
                 token: RwLock::new(None),
                 auth_lock: tokio::sync::Mutex::new(()),
             }),
+            hubs: Arc::default(),
         })
     }
 

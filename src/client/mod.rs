@@ -14,6 +14,7 @@
 //! - `stream.rs`: [`Client::open_stream`] and [`BiStream`], the same for
 //!   bidirectional streams and each of their messages.
 //! - `failure.rs`: what a gRPC status means for the call (`classify`).
+//! - `hubs.rs`: who owns the shared streams' tasks.
 //! - `auth.rs`: the auth token, and authenticating again when etcd refuses it.
 //! - `ops.rs`: the typed calls (status, get, put, delete, leases, txn).
 //! - `paths.rs`: the gRPC path of every RPC.
@@ -32,6 +33,7 @@ mod call;
 mod endpoints;
 mod failover;
 mod failure;
+mod hubs;
 mod ops;
 pub mod paths;
 mod stream;
@@ -84,6 +86,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The shared watch and keepalive streams' tasks (see `hubs.rs`).
+    hubs: Arc<hubs::Hubs>,
 }
 
 impl std::fmt::Debug for Client {

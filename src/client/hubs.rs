@@ -1,0 +1,58 @@
+//! The client's shared streams: one task per kind (watches, keepalives),
+//! started on first use and owned by [`Hubs`], which every clone of a
+//! [`Client`] shares. Dropping the last clone drops the `Hubs`, which
+//! aborts the tasks (and so closes their streams).
+//!
+//! The tasks themselves hold a *detached* client ([`Client::detached`]):
+//! the same connections and settings, but `Hubs` of its own that never
+//! starts anything. A task's client (and the streams it opened, which hold
+//! it) therefore never keeps the user's `Hubs` alive: no cycle.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use super::Client;
+
+/// The background tasks of one client (and its clones).
+#[derive(Default)]
+pub(crate) struct Hubs {
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether this is a task's own client, which must start nothing.
+    detached: bool,
+}
+
+impl Hubs {
+    /// Hands `task` to this owner, which aborts it on drop.
+    pub(crate) fn own(&self, task: JoinHandle<()>) {
+        debug_assert!(!self.detached, "a hub task started a hub");
+        crate::rt::lock(&self.tasks).push(task);
+    }
+}
+
+impl Drop for Hubs {
+    fn drop(&mut self) {
+        for task in crate::rt::lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Client {
+    /// This client's connections and settings, with `Hubs` of its own that
+    /// start nothing: for the hub tasks, so that what they hold never keeps
+    /// the user's client (and its hubs) alive.
+    pub(crate) fn detached(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            hubs: Arc::new(Hubs {
+                tasks: Mutex::default(),
+                detached: true,
+            }),
+        }
+    }
+
+    pub(crate) fn hubs(&self) -> &Hubs {
+        &self.hubs
+    }
+}
