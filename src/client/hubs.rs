@@ -8,15 +8,18 @@
 //! starts anything. A task's client (and the streams it opened, which hold
 //! it) therefore never keeps the user's `Hubs` alive: no cycle.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::task::JoinHandle;
 
 use super::Client;
+use super::watches::WatchHub;
 
 /// The background tasks of one client (and its clones).
 #[derive(Default)]
 pub(crate) struct Hubs {
+    /// The one watch stream's hub.
+    pub(super) watches: OnceLock<WatchHub>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether this is a task's own client, which must start nothing.
     detached: bool,
@@ -46,6 +49,7 @@ impl Client {
         Client {
             inner: self.inner.clone(),
             hubs: Arc::new(Hubs {
+                watches: OnceLock::new(),
                 tasks: Mutex::default(),
                 detached: true,
             }),

@@ -15,6 +15,7 @@
 //!   bidirectional streams and each of their messages.
 //! - `failure.rs`: what a gRPC status means for the call (`classify`).
 //! - `hubs.rs`: who owns the shared streams' tasks.
+//! - `watches.rs`: the one watch stream that carries every watch.
 //! - `auth.rs`: the auth token, and authenticating again when etcd refuses it.
 //! - `ops.rs`: the typed calls (status, get, put, delete, leases, txn).
 //! - `paths.rs`: the gRPC path of every RPC.
@@ -37,12 +38,14 @@ mod hubs;
 mod ops;
 pub mod paths;
 mod stream;
+mod watches;
 
 pub use builder::ClientBuilder;
 use endpoints::Ep;
 pub use ops::MemberStatus;
 pub(crate) use ops::{MAX_TTL_SECS, header, prefix_end, ttl_secs};
 pub(crate) use stream::BiStream;
+pub(crate) use watches::Watch;
 
 /// Whether a call may be sent again after it may already have reached etcd.
 ///

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream as ReceiverStream;
 use tonic::Status;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
@@ -117,15 +117,18 @@ impl Client {
         &self,
         msg: Req,
     ) -> (
-        mpsc::Sender<Req>,
+        mpsc::UnboundedSender<Req>,
         tonic::Request<ReceiverStream<Req>>,
         String,
     ) {
-        let (tx, rx) = mpsc::channel::<Req>(64);
+        // Unbounded: a sender that waited for room while not reading its
+        // answers could stall both sides (etcd stops reading a stream whose
+        // answers are not read). What is queued is locker's own requests.
+        let (tx, rx) = mpsc::unbounded_channel::<Req>();
         let summary = msg.describe();
         // The first message goes in before the call: etcd answers a
         // stream's headers only once it has something to say.
-        let _ = tx.try_send(msg);
+        let _ = tx.send(msg);
         let mut req = self.request(ReceiverStream::new(rx));
         // Ask etcd to refuse, and later cancel, the stream when this
         // member has no leader: a watch or keepalive there would never
@@ -141,7 +144,7 @@ pub(crate) struct BiStream<Req, Resp> {
     client: Client,
     endpoint: String,
     path: &'static str,
-    tx: mpsc::Sender<Req>,
+    tx: mpsc::UnboundedSender<Req>,
     rx: tonic::Streaming<Resp>,
 }
 
@@ -156,7 +159,7 @@ impl<Req: Describe, Resp: Describe> BiStream<Req, Resp> {
             request: msg.describe(),
             ..self.record(WireKind::StreamSend)
         });
-        self.tx.send(msg).await.map_err(|_| Error::Ambiguous {
+        self.tx.send(msg).map_err(|_| Error::Ambiguous {
             endpoint: self.endpoint.clone(),
             path: self.path,
             detail: "the stream closed".into(),

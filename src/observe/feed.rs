@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::keys::KeysByRevision;
 use crate::client::{Client, prefix_end};
 use crate::error::{Error, Result};
-use crate::queue::{limit_key, open_watch, prefix};
+use crate::queue::{limit_key, prefix, watch_request};
 use crate::types::{KeyValue, Revision};
 use crate::wire::etcdserverpb as pb;
 use crate::wire::mvccpb;
@@ -197,31 +197,21 @@ impl<T: Events> Watcher<T> {
             return;
         }
         let end = prefix_end(self.prefix.as_bytes());
-        let mut backoff = Duration::from_millis(100);
+        let backoff = Duration::from_millis(100);
         loop {
+            // On the client's one watch stream, which resumes the watch by
+            // itself after a break; it ends here only when this reader fell
+            // behind, and is then watched again from its revision.
             let start = Revision(self.rev.0 + 1);
             let key = self.prefix.as_bytes();
-            let mut stream = match open_watch(&self.client, key, end.clone(), start).await {
-                Ok(s) => s,
-                Err(e) if e.is_connectivity() => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-                Err(e) => {
-                    let _ = self.tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            while let Ok(Some(resp)) = stream.recv().await {
-                backoff = Duration::from_millis(100);
+            let mut watch = self.client.watch(watch_request(key, end.clone(), start));
+            while let Some(resp) = watch.recv().await {
                 match self.on_answer(resp, backoff).await {
                     Next::More => {}
                     Next::Reopen => break,
                     Next::Stop => return,
                 }
             }
-            tokio::time::sleep(backoff).await;
         }
     }
 

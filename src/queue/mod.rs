@@ -55,4 +55,4 @@ pub(crate) use entry::Entry;
 pub(crate) use held::Held;
 pub(crate) use key::{limit_key, prefix, validate_value};
 pub(crate) use rule::{PERMITS, READERS, Rule};
-pub(crate) use watch::open as open_watch;
+pub(crate) use watch::create_request as watch_request;

@@ -6,56 +6,24 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::rule::Witness;
-use crate::client::{BiStream, Client, paths};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
-use crate::wire::etcdserverpb::watch_client::WatchClient;
 use crate::wire::mvccpb;
-use pb::watch_request::RequestUnion;
-
-/// A watch stream.
-pub(crate) type WatchStream = BiStream<pb::WatchRequest, pb::WatchResponse>;
 
 /// A watch's create request: `key` (to `range_end`, if any) from `start`
 /// (0: from the store's revision when etcd registers it).
-pub(crate) fn create_request(key: &[u8], range_end: Vec<u8>, start: Revision) -> pb::WatchRequest {
-    pb::WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key: key.to_vec(),
-            range_end,
-            start_revision: start.0,
-            ..Default::default()
-        })),
-    }
-}
-
-/// Opens a watch stream whose first message creates one watch.
-///
-/// Wire calls: one `Watch` stream and its create request.
-///
-/// # Errors
-/// Network errors.
-pub(crate) async fn open(
-    client: &Client,
+pub(crate) fn create_request(
     key: &[u8],
     range_end: Vec<u8>,
     start: Revision,
-) -> Result<WatchStream> {
-    client
-        .open_stream(
-            paths::WATCH,
-            || create_request(key, range_end.clone(), start),
-            |ch, r| async move { WatchClient::new(ch).watch(r).await },
-        )
-        .await
-}
-
-pub(crate) fn stream_ended() -> Error {
-    Error::Ambiguous {
-        endpoint: String::new(),
-        path: paths::WATCH,
-        detail: "the watch stream ended".into(),
+) -> pb::WatchCreateRequest {
+    pb::WatchCreateRequest {
+        key: key.to_vec(),
+        range_end,
+        start_revision: start.0,
+        ..Default::default()
     }
 }
 
@@ -104,9 +72,12 @@ pub(crate) async fn wait_any_deleted(
 /// be unsynced is the key also read at growing intervals (2, 4, 8, 16, 32,
 /// 64 ms; serializable), after which the watches alone are enough.
 ///
+/// The watches go on the client's one watch stream, which resumes them by
+/// itself after a break (see `client/watches.rs`).
+///
 /// Returns a revision at which the key is known to be gone, or `None` when
-/// one of the watches was cancelled by etcd (the caller reads again). A
-/// broken stream is an error.
+/// one of the watches was cancelled by etcd, or this wait was dropped from
+/// the stream for reading too slowly (the caller reads again).
 pub(crate) async fn wait_deleted(
     client: &Client,
     key: &[u8],
@@ -115,12 +86,16 @@ pub(crate) async fn wait_deleted(
     const FIRST_POLL: Duration = Duration::from_millis(2);
     const LAST_POLL: Duration = Duration::from_millis(64);
     const MAX_WATCHES: u32 = 3;
-    let mut stream = open(client, key, Vec::new(), Revision(0)).await?;
+    let mut watch = client.watch(create_request(key, Vec::new(), Revision(0)));
     let mut watches = 1;
     let mut poll: Option<Duration> = None;
     loop {
         let resp = tokio::select! {
-            r = stream.recv() => r?.ok_or_else(stream_ended)?,
+            r = watch.recv() => match r {
+                Some(r) => r,
+                // Dropped for reading too slowly: read the queue again.
+                None => return Ok(None),
+            },
             _ = crate::rt::sleep_until_opt(poll.map(|p| tokio::time::Instant::now() + p)) => {
                 let read = key_exists(client, key, create_rev, 0).await?;
                 if !read.exists {
@@ -163,9 +138,7 @@ pub(crate) async fn wait_deleted(
                 poll = None;
             } else if watches < MAX_WATCHES {
                 watches += 1;
-                stream
-                    .send(create_request(key, Vec::new(), Revision(0)))
-                    .await?;
+                watch.also(create_request(key, Vec::new(), Revision(0)));
             } else {
                 poll = Some(FIRST_POLL);
             }
