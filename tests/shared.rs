@@ -1146,9 +1146,24 @@ impl Traffic {
         }
     }
 
-    fn is_none(&self) -> bool {
-        *self == Traffic::default()
+    /// Whether the waiter read nothing (it may have received the name's
+    /// events on its client's one copy of the name: that wakes no one).
+    fn no_reads(&self) -> bool {
+        self.txn == 0 && self.range == 0
     }
+}
+
+/// Waits until a waiter's client has its copy of the name: one watch of
+/// the name's range, created.
+async fn wait_watching(rec: &Recorder) {
+    wait_until("the waiter's client watches the name", WAIT, || async {
+        rec.count(|r| {
+            r.kind == WireKind::StreamRecv
+                && r.path == paths::WATCH
+                && r.response.contains("created")
+        }) >= 1
+    })
+    .await;
 }
 
 /// Waits until no waiter's client records anything but lease keepalives
@@ -1175,9 +1190,9 @@ async fn wait_quiet(recs: &[Recorder]) {
 
 /// A semaphore of 2, two holders and 6 waiters queued, each waiter on its
 /// own audited connection. Each release of the oldest holder admits the
-/// oldest waiter and causes traffic on that waiter's connection only (the
-/// release was one of its witnesses); the 5 others see nothing at all: no
-/// watch message, no read.
+/// oldest waiter and causes reads on that waiter's connection only; the 5
+/// others receive the deletion on their client's one copy of the name and
+/// read nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_wakes_only_the_waiter_it_admits() {
     const WAITERS: usize = 6;
@@ -1200,15 +1215,7 @@ async fn a_release_wakes_only_the_waiter_it_admits() {
         let rec = Recorder::default();
         let own = connect_recorded(etcd.endpoints(), &rec).await;
         let (p, _) = queue_behind(&client, name, own.semaphore(name, 2).acquire()).await;
-        // Its two witnesses are watched: two streams, each created.
-        wait_until("the waiter watches its two witnesses", WAIT, || async {
-            rec.count(|r| {
-                r.kind == WireKind::StreamRecv
-                    && r.path == paths::WATCH
-                    && r.response.contains("created")
-            }) >= 2
-        })
-        .await;
+        wait_watching(&rec).await;
         recs.push(rec);
         clients.push(own);
         waiters.push_back(p);
@@ -1236,7 +1243,7 @@ async fn a_release_wakes_only_the_waiter_it_admits() {
         }
         wait_quiet(&recs).await;
         let traffic: Vec<Traffic> = recs.iter().map(|r| Traffic::since(r, t0)).collect();
-        let woken: Vec<usize> = (0..WAITERS).filter(|&i| !traffic[i].is_none()).collect();
+        let woken: Vec<usize> = (0..WAITERS).filter(|&i| !traffic[i].no_reads()).collect();
         assert_eq!(woken, [step], "release {step} woke {woken:?}: {traffic:?}");
         woken_per_release.push(woken.len());
         per_release.push(traffic[step]);
@@ -1252,6 +1259,65 @@ async fn a_release_wakes_only_the_waiter_it_admits() {
             .collect::<Vec<_>>()
     );
     for g in holders {
+        release(g).await;
+    }
+    assert_nothing_queued(&client, name).await;
+}
+
+/// A semaphore of 2 with two holders, and 20 waiters on one client: the
+/// client watches the name once (one stream, one watch), not twice per
+/// waiter, and a release that admits one waiter costs that client one read
+/// (the admitted waiter's check of its own key), not one per waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_one_client_share_one_watch_and_a_release_costs_one_read() {
+    const WAITERS: usize = 20;
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "sem/one-client";
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(
+            within("acquire", WAIT, client.semaphore(name, 2).acquire())
+                .await
+                .expect("a permit"),
+        );
+    }
+    let rec = Recorder::default();
+    let own = connect_recorded(etcd.endpoints(), &rec).await;
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let (p, _) = queue_behind(&client, name, own.semaphore(name, 2).acquire()).await;
+        waiters.push(p);
+    }
+    wait_watching(&rec).await;
+    wait_quiet(std::slice::from_ref(&rec)).await;
+    let opened = rec.count(|r| r.kind == WireKind::StreamOpen && r.path == paths::WATCH);
+    let creates = rec.count(|r| {
+        r.kind == WireKind::StreamSend && r.path == paths::WATCH && r.request.contains("create")
+    });
+    assert_eq!(
+        (opened, creates),
+        (1, 1),
+        "watch streams opened, watches created"
+    );
+
+    let t0 = Instant::now();
+    release(holders.remove(0)).await;
+    let (g, _) = waiters.remove(0).guard("the oldest waiter").await;
+    within("status", WAIT, own.status()).await.expect("status");
+    wait_quiet(std::slice::from_ref(&rec)).await;
+    let t = Traffic::since(&rec, t0);
+    assert_eq!((t.txn, t.range), (0, 1), "reads after one release: {t:?}");
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "a second waiter was admitted"
+    );
+    release(g).await;
+    for g in holders {
+        release(g).await;
+    }
+    for w in waiters {
+        let (g, _) = w.guard("a waiter").await;
         release(g).await;
     }
     assert_nothing_queued(&client, name).await;
@@ -1619,12 +1685,13 @@ async fn a_permit_waiter_whose_lease_expired_while_waiting_is_not_granted() {
     assert_nothing_queued(&direct, name).await;
 }
 
-/// A semaphore of 2, two holders and 6 waiters queued. A waiter in the
-/// middle of the queue gives up (its request is dropped): the two waiters
-/// that had its key among their witnesses wake up, read the queue and
-/// watch again; neither is admitted, and the 3 others see no traffic.
+/// A semaphore of 2, two holders and 6 waiters queued, each on a client of
+/// its own. A waiter in the middle of the queue gives up (its request is
+/// dropped): every client's copy of the name sees the deletion, no waiter
+/// behind it is admitted (two permits are still held), and none of them
+/// reads anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_leaving_the_queue_wakes_at_most_n_others() {
+async fn a_waiter_leaving_the_queue_wakes_no_one_and_reads_nothing() {
     const WAITERS: usize = 6;
     const LEAVING: usize = 2;
     let etcd = start_etcd().await;
@@ -1645,14 +1712,7 @@ async fn a_waiter_leaving_the_queue_wakes_at_most_n_others() {
         let rec = Recorder::default();
         let own = connect_recorded(etcd.endpoints(), &rec).await;
         let (p, _) = queue_behind(&client, name, own.semaphore(name, 2).acquire()).await;
-        wait_until("the waiter watches its two witnesses", WAIT, || async {
-            rec.count(|r| {
-                r.kind == WireKind::StreamRecv
-                    && r.path == paths::WATCH
-                    && r.response.contains("created")
-            }) >= 2
-        })
-        .await;
+        wait_watching(&rec).await;
         recs.push(rec);
         clients.push(own);
         waiters.push(p);
@@ -1667,9 +1727,9 @@ async fn a_waiter_leaving_the_queue_wakes_at_most_n_others() {
     wait_quiet(&recs).await;
     let traffic: Vec<Traffic> = recs.iter().map(|r| Traffic::since(r, t0)).collect();
     let woken: Vec<usize> = (0..WAITERS)
-        .filter(|&i| i != LEAVING && !traffic[i].is_none())
+        .filter(|&i| i != LEAVING && !traffic[i].no_reads())
         .collect();
-    assert_eq!(woken, [LEAVING + 1, LEAVING + 2], "{traffic:?}");
+    assert_eq!(woken, Vec::<usize>::new(), "{traffic:?}");
     for (i, w) in waiters.iter().enumerate() {
         assert!(i == LEAVING || !w.is_finished(), "waiter {i} was admitted");
     }

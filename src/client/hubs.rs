@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
 
 use super::Client;
+use super::mirror::Mirrors;
 use super::watches::WatchHub;
 
 /// The background tasks of one client (and its clones).
@@ -20,6 +21,8 @@ use super::watches::WatchHub;
 pub(crate) struct Hubs {
     /// The one watch stream's hub.
     pub(super) watches: OnceLock<WatchHub>,
+    /// The live copies of prefixes that waiters share.
+    pub(super) mirrors: Mirrors,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether this is a task's own client, which must start nothing.
     detached: bool,
@@ -50,6 +53,7 @@ impl Client {
             inner: self.inner.clone(),
             hubs: Arc::new(Hubs {
                 watches: OnceLock::new(),
+                mirrors: Mirrors::default(),
                 tasks: Mutex::default(),
                 detached: true,
             }),

@@ -16,6 +16,8 @@
 //! - `failure.rs`: what a gRPC status means for the call (`classify`).
 //! - `hubs.rs`: who owns the shared streams' tasks.
 //! - `watches.rs`: the one watch stream that carries every watch.
+//! - `mirror.rs`: a live copy of a prefix's keys, shared by the client's
+//!   waiters on it (a semaphore's waiters).
 //! - `auth.rs`: the auth token, and authenticating again when etcd refuses it.
 //! - `ops.rs`: the typed calls (status, get, put, delete, leases, txn).
 //! - `paths.rs`: the gRPC path of every RPC.
@@ -35,6 +37,7 @@ mod endpoints;
 mod failover;
 mod failure;
 mod hubs;
+mod mirror;
 mod ops;
 pub mod paths;
 mod stream;
@@ -45,7 +48,6 @@ use endpoints::Ep;
 pub use ops::MemberStatus;
 pub(crate) use ops::{MAX_TTL_SECS, header, prefix_end, ttl_secs};
 pub(crate) use stream::BiStream;
-pub(crate) use watches::Watch;
 
 /// Whether a call may be sent again after it may already have reached etcd.
 ///

@@ -134,6 +134,13 @@ impl Rule {
         ]
     }
 
+    /// Whether a waiter counts the blockers before it on the client's live
+    /// copy of the name's keys rather than watching `limit` witnesses: a
+    /// limit above one, over every key of the name (a semaphore's).
+    pub(crate) fn counts_locally(&self) -> bool {
+        self.limit > 1 && self.blockers == Blockers::All
+    }
+
     /// Whether my own key is one of the blockers (all but a reader's): a
     /// free branch then never finds my key there already.
     pub(crate) fn own_key_blocks(&self) -> bool {

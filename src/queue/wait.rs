@@ -77,7 +77,16 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
         };
         backoff = Duration::from_millis(50);
         serializable = true;
-        match wait_any_deleted(&s.client, &witnesses).await {
+        let (waited, last) = if me.rule.counts_locally() {
+            // A semaphore: the client's copy of the name's keys says when
+            // fewer than N were created before mine (one watch per client
+            // and name, however many wait), not N watches per waiter.
+            let at = s.client.wait_fewer_before(me.prefix, me.rev, me.rule.limit);
+            (Ok(Some(at.await)), true)
+        } else {
+            (wait_any_deleted(&s.client, &witnesses).await, last)
+        };
+        match waited {
             Ok(Some(gone_at)) if last => {
                 // The post-wait check: my own key must still have existed
                 // then (a lease revoked behind my back shows here).

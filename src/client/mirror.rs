@@ -1,0 +1,265 @@
+//! A live copy of the create revisions of the keys under one prefix, shared
+//! by every waiter of the client on that prefix: one watch on the client's
+//! stream, whatever the number of waiters.
+//!
+//! A waiter asks "tell me when fewer than `limit` keys under the prefix
+//! were created before revision `rev`" (a semaphore's turn). No key can be
+//! created with an older revision than an existing one, so once true it
+//! stays true. The copy is a snapshot read at the revision the watch was
+//! created at, then every event after it; a waiter is judged only once the
+//! copy has reached its own revision (all keys older than it are then
+//! known), and is woken only when its answer became yes.
+//!
+//! When the watch ends (etcd cancelled it, its resume revision was
+//! compacted, or it fell behind), the copy is read again from a new watch;
+//! waiters wait on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{Client, prefix_end};
+use crate::error::Result;
+use crate::types::Revision;
+use crate::wire::etcdserverpb as pb;
+use crate::wire::mvccpb::event::EventType;
+
+/// The mirrors of a client, by prefix (kept by its `Hubs`).
+pub(crate) type Mirrors = Mutex<HashMap<Vec<u8>, Weak<Mirror>>>;
+
+/// One prefix's copy; its task ends when the last waiter lets go of it.
+pub(crate) struct Mirror {
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The revision the copy holds at (0: no snapshot yet).
+    rev: i64,
+    keys: HashMap<Vec<u8>, i64>,
+    /// How many keys have each create revision.
+    created: BTreeMap<i64, u32>,
+    /// Waiters by (their revision, a number of their own).
+    waiters: BTreeMap<(i64, u64), Waiter>,
+    next_waiter: u64,
+}
+
+struct Waiter {
+    limit: u32,
+    tx: oneshot::Sender<Revision>,
+}
+
+impl Client {
+    /// Waits until fewer than `limit` keys under `prefix` were created
+    /// before `rev`; returns a revision at which that holds.
+    ///
+    /// Wire calls: when no other waiter of this client watches `prefix`
+    /// already, a watch create of the prefix on the client's watch stream
+    /// and a `KV/Range` of its keys (keys only, serializable, at the
+    /// watch's revision); nothing more per waiter.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves the copy (and, when it was
+    /// the last waiter, cancels its watch).
+    pub(crate) async fn wait_fewer_before(
+        &self,
+        prefix: &str,
+        rev: Revision,
+        limit: u32,
+    ) -> Revision {
+        let mirror = self.mirror(prefix.as_bytes());
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut s = crate::rt::lock(&mirror.state);
+            let id = (rev.0, s.next_waiter);
+            s.next_waiter += 1;
+            s.waiters.insert(id, Waiter { limit, tx });
+            s.judge();
+            id
+        };
+        // Leaves the waiter list however this future ends.
+        let _leave = Leave(&mirror.state, id);
+        match rx.await {
+            Ok(at) => at,
+            // The task ended, which only the mirror's drop does.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    fn mirror(&self, prefix: &[u8]) -> Arc<Mirror> {
+        let mut all = crate::rt::lock(&self.hubs().mirrors);
+        if let Some(m) = all.get(prefix).and_then(Weak::upgrade) {
+            return m;
+        }
+        all.retain(|_, m| m.strong_count() > 0);
+        let state = Arc::new(Mutex::new(State::default()));
+        let task = tokio::spawn(follow(self.clone(), prefix.to_vec(), state.clone()));
+        let m = Arc::new(Mirror { state, task });
+        all.insert(prefix.to_vec(), Arc::downgrade(&m));
+        m
+    }
+}
+
+struct Leave<'a>(&'a Mutex<State>, (i64, u64));
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        crate::rt::lock(self.0).waiters.remove(&self.1);
+    }
+}
+
+impl State {
+    /// Wakes every waiter whose answer is now yes.
+    fn judge(&mut self) {
+        if self.rev == 0 {
+            return;
+        }
+        let mut older = 0u64;
+        let mut created = self.created.iter().peekable();
+        let mut woken = Vec::new();
+        for (&(rev, seq), w) in &self.waiters {
+            if rev > self.rev {
+                break; // keys older than it may not all be known yet
+            }
+            while let Some((_, n)) = created.next_if(|(c, _)| **c < rev) {
+                older += u64::from(*n);
+            }
+            if older < u64::from(w.limit) {
+                woken.push((rev, seq));
+            }
+        }
+        for id in woken {
+            if let Some(w) = self.waiters.remove(&id) {
+                let _ = w.tx.send(Revision(self.rev));
+            }
+        }
+    }
+
+    fn reset(&mut self, kvs: Vec<crate::wire::mvccpb::KeyValue>, at: i64) {
+        self.keys.clear();
+        self.created.clear();
+        for kv in kvs {
+            self.put(kv.key, kv.create_revision);
+        }
+        self.rev = at;
+    }
+
+    fn put(&mut self, key: Vec<u8>, create_rev: i64) {
+        if let Some(old) = self.keys.insert(key, create_rev) {
+            self.forget(old);
+        }
+        *self.created.entry(create_rev).or_default() += 1;
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        if let Some(old) = self.keys.remove(key) {
+            self.forget(old);
+        }
+    }
+
+    fn forget(&mut self, create_rev: i64) {
+        if let Some(n) = self.created.get_mut(&create_rev) {
+            *n -= 1;
+            if *n == 0 {
+                self.created.remove(&create_rev);
+            }
+        }
+    }
+
+    /// Applies one watch answer's events newer than the copy.
+    fn apply(&mut self, resp: pb::WatchResponse) {
+        for ev in resp.events {
+            let Some(kv) = ev.kv else { continue };
+            if kv.mod_revision <= self.rev {
+                continue; // in the snapshot already
+            }
+            if ev.r#type == EventType::Delete as i32 {
+                self.delete(&kv.key);
+            } else {
+                self.put(kv.key, kv.create_revision);
+            }
+            self.rev = kv.mod_revision;
+        }
+        self.judge();
+    }
+}
+
+/// The mirror's task: watch, snapshot, then follow; again from a new watch
+/// whenever the watch ends.
+async fn follow(client: Client, prefix: Vec<u8>, state: Arc<Mutex<State>>) {
+    let end = prefix_end(&prefix);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let mut watch = client.watch(pb::WatchCreateRequest {
+            key: prefix.clone(),
+            range_end: end.clone(),
+            ..Default::default()
+        });
+        let Some(created) = watch.recv().await.filter(|r| r.created && !r.canceled) else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        let at = created.header.map_or(0, |h| h.revision);
+        let Ok((kvs, at)) = snapshot(&client, &prefix, &end, at).await else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        pause = Duration::from_millis(50);
+        {
+            let mut s = crate::rt::lock(&state);
+            s.reset(kvs, at);
+            s.judge();
+        }
+        while let Some(resp) = watch.recv().await {
+            if resp.canceled {
+                break;
+            }
+            crate::rt::lock(&state).apply(resp);
+        }
+    }
+}
+
+/// The keys under the prefix at revision `at` (from the member at hand;
+/// one that has not reached `at` or compacted it gives way to the newest
+/// state, dated where it holds).
+async fn snapshot(
+    client: &Client,
+    prefix: &[u8],
+    end: &[u8],
+    at: i64,
+) -> Result<(Vec<crate::wire::mvccpb::KeyValue>, i64)> {
+    let read = |revision, serializable| pb::RangeRequest {
+        key: prefix.to_vec(),
+        range_end: end.to_vec(),
+        revision,
+        serializable,
+        keys_only: true,
+        ..Default::default()
+    };
+    let first = if at > 0 {
+        client.range(read(at, true)).await
+    } else {
+        Err(crate::Error::invalid("no revision to read at"))
+    };
+    match first {
+        Ok(r) => Ok((r.kvs, at)),
+        Err(crate::Error::Etcd { .. } | crate::Error::InvalidArgument { .. }) => {
+            let r = client.range(read(0, false)).await?;
+            let now = r.header.map_or(0, |h| h.revision);
+            Ok((r.kvs, now))
+        }
+        Err(e) => Err(e),
+    }
+}
