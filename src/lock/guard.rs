@@ -75,18 +75,25 @@ impl LockGuard {
         self.held.session.deadline()
     }
 
-    /// Whether the lease is known to be lost (the lost signal has fired).
+    /// Whether the lock is known to be lost: the lost signal has fired, or
+    /// would fire now. The first call starts following the key, like
+    /// [`lost`](Self::lost); a deletion is known once its event arrives.
     pub fn is_lost(&self) -> bool {
-        self.held.session.lost().is_some()
+        self.held.lost_now().is_some()
     }
 
     /// Resolves when the lock can no longer be assumed held: the lease's
     /// local deadline passed without a keepalive answer, etcd said the lease
     /// is gone, or the session was closed. When the lease expires, it fires
-    /// before etcd could give the lock to anyone else. It follows the
-    /// lease, not the key: a lease revoked by another client is seen at the
-    /// next keepalive answer (within TTL/3), and a key deleted by another
-    /// client only when a guarded write or the release is refused.
+    /// before etcd could give the lock to anyone else. It also follows the
+    /// key: from the first call of `lost` or [`is_lost`](Self::is_lost)
+    /// on, the key is watched (one watch on the client's shared watch
+    /// stream, from the revision after the key's creation, so a deletion
+    /// that came earlier counts too), and its deletion by another client,
+    /// or an operator's revoke of the lease, fires [`LostReason::KeyDeleted`]
+    /// as soon as the event arrives, not at the next keepalive. A guard
+    /// nobody asks stays off the watch stream (the uncontended lock and
+    /// unlock send nothing more).
     ///
     /// ```no_run
     /// # async fn f(guard: locker::LockGuard) {
@@ -100,7 +107,7 @@ impl LockGuard {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lost(&self) -> LostReason {
-        self.held.session.wait_lost().await
+        self.held.wait_lost().await
     }
 
     /// A comparison that holds exactly while this guard's key is the one

@@ -1,14 +1,15 @@
 //! A key that holds its turn: the state behind every guard, its guarded
 //! writes, its release, and its release in the background when dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::acquire::op;
+use super::follow::Follower;
 use super::release::{LeaseUse, Reservation};
 use super::rule::compare_create;
 use crate::client::Retry;
 use crate::error::{Error, Result};
-use crate::session::SessionInner;
+use crate::session::{LostReason, SessionInner};
 use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
@@ -24,6 +25,8 @@ pub(crate) struct Held {
     pub(crate) rev: Revision,
     /// The name, reserved on the session until my key is gone.
     slot: Reservation,
+    /// Follows my key once something asks for the lost signal.
+    follower: OnceLock<Follower>,
 }
 
 impl Held {
@@ -36,6 +39,56 @@ impl Held {
             value,
             rev,
             slot,
+            follower: OnceLock::new(),
+        }
+    }
+
+    /// The key's follower, started on first use (not outside a runtime).
+    fn follower(&self) -> Option<&Follower> {
+        if let Some(f) = self.follower.get() {
+            return Some(f);
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let client = &self.session.client;
+        Some(
+            self.follower
+                .get_or_init(|| Follower::start(client, &self.key, self.rev)),
+        )
+    }
+
+    /// Whether the lock is known to be lost: the lease (judged by the
+    /// clock) or, once followed, the key. Starts following the key.
+    pub(crate) fn lost_now(&self) -> Option<LostReason> {
+        self.session.lost().or_else(|| {
+            self.follower()
+                .is_some_and(Follower::is_gone)
+                .then_some(LostReason::KeyDeleted)
+        })
+    }
+
+    /// Resolves when the lock is lost: the lease's signal, or my key's
+    /// deletion event (the key is followed from the first call on: one
+    /// watch on the client's stream).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_lost(&self) -> LostReason {
+        let Some(f) = self.follower() else {
+            return self.session.wait_lost().await;
+        };
+        tokio::select! {
+            r = self.session.wait_lost() => r,
+            _ = f.gone() => self.session.lost().unwrap_or(LostReason::KeyDeleted),
+        }
+    }
+
+    /// The error for `reason`, as this guard sees it.
+    fn lost_error(&self, reason: LostReason) -> Error {
+        match reason {
+            LostReason::KeyDeleted => Error::LockLost {
+                key: self.key.clone(),
+            },
+            r => self.session.lost_error(r),
         }
     }
 
@@ -53,6 +106,9 @@ impl Held {
     /// the lost signal fired (nothing sent); [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
         self.session.check_alive()?;
+        if self.follower.get().is_some_and(Follower::is_gone) {
+            return Err(self.lost_error(LostReason::KeyDeleted));
+        }
         let req = pb::TxnRequest {
             compare: vec![self.is_owner()],
             success: ops,
@@ -91,6 +147,9 @@ impl Held {
     /// before the release; network errors.
     pub(crate) async fn release(self) -> Result<()> {
         let lost = self.session.lost();
+        // My key seen deleted by someone else: the release may still find
+        // the lease (a revoke that finds it says nothing of the key).
+        let key_gone = self.follower.get().is_some_and(Follower::is_gone);
         let lease_use = self.slot.lease_use;
         // A loss known here is the answer, whether or not the release's own
         // call gets through. Until my key is known gone, the name stays
@@ -109,6 +168,13 @@ impl Held {
                 key: self.key.clone(),
             },
         };
+        if lost.is_none() && key_gone {
+            return Err(gone_key(&self.key));
+        }
         self.session.release_outcome(lost, done, gone)
     }
+}
+
+fn gone_key(key: &str) -> Error {
+    Error::LockLost { key: key.into() }
 }

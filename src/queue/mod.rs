@@ -39,6 +39,7 @@
 
 mod acquire;
 mod entry;
+mod follow;
 mod held;
 mod key;
 mod release;

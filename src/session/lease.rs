@@ -26,6 +26,11 @@ pub enum LostReason {
     Unreachable,
     /// The session was closed or the guard released.
     Closed,
+    /// The guard's key is gone from etcd though its lease may live: another
+    /// client or an operator deleted it (or revoked the lease, and the
+    /// deletion's event came first). Only a guard reports it, once
+    /// something waits on or asks for its lost signal.
+    KeyDeleted,
 }
 
 #[derive(Clone, Copy, Debug)]

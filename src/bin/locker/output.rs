@@ -87,6 +87,7 @@ pub(crate) fn lost_text(reason: LostReason) -> &'static str {
             "no keepalive was answered before the lease could expire (etcd unreachable?)"
         }
         LostReason::Closed => "its lease was closed",
+        LostReason::KeyDeleted => "its key was deleted in etcd (by another client or an operator)",
         _ => "its lease can no longer be assumed alive",
     }
 }
