@@ -26,8 +26,17 @@ impl Recorder {
     }
 
     /// The sent side of the transcript: calls, stream opens and sends.
+    /// Watch cancels come last: a wait that ends drops its watch, and the
+    /// client's stream task sends the cancel in the background, in no fixed
+    /// order with the calls the operation goes on with.
     fn sent(&self) -> Vec<String> {
-        self.take().iter().filter_map(sent_line).collect()
+        let (mut lines, cancels): (Vec<String>, Vec<String>) = self
+            .take()
+            .iter()
+            .filter_map(sent_line)
+            .partition(|l| !l.contains(" watch cancel "));
+        lines.extend(cancels);
+        lines
     }
 
     fn contains(&self, pred: impl Fn(&WireRecord) -> bool) -> bool {
@@ -50,9 +59,14 @@ fn method(line: &str) -> Option<String> {
     let mut parts = line.split_whitespace();
     let kind = parts.next()?;
     let path = parts.next()?.trim_start_matches("/etcdserverpb.");
+    let rest: Vec<&str> = parts.collect();
     match kind {
         "call" => Some(path.to_owned()),
-        "open" => Some("Watch/Watch".to_owned()).filter(|_| path == "Watch/Watch"),
+        // A watch: its create on the client's one watch stream (which the
+        // client's first watch opens).
+        "send" if path == "Watch/Watch" && rest.starts_with(&["watch", "create"]) => {
+            Some("Watch/Watch".to_owned())
+        }
         _ => None,
     }
 }
@@ -257,7 +271,17 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         ]
     );
     measure("watch_lock", &got, commits(&etcd).await - c0);
+    // Dropping the stream cancels its watch on the client's watch stream,
+    // which stays open for the client's next watch.
     drop(events);
+    wait_until("the watch to be cancelled", || {
+        rec.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel"))
+    })
+    .await;
+    assert_eq!(
+        rec.sent(),
+        ["send /etcdserverpb.Watch/Watch watch cancel id=1"]
+    );
 
     // lock after waiting: `other` queues behind `g`, then `g` is released.
     let c_wait0 = commits(&etcd).await;
@@ -288,6 +312,10 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         )]
     );
     let wl = w.lease().to_string();
+    wait_until("the wait's watch to be cancelled", || {
+        other_rec.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel"))
+    })
+    .await;
     let got = other_rec.sent();
     assert_eq!(
         got,
@@ -301,6 +329,7 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
                 "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",
                 w.key()
             ),
+            "send /etcdserverpb.Watch/Watch watch cancel id=1".to_owned(),
         ]
     );
     // The release's revoke is the one commit in the measured window.
@@ -421,7 +450,7 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         got,
         [
             "call /etcdserverpb.KV/Range range \"t/e/\"..\"t/e0\"".to_owned(),
-            "open /etcdserverpb.Watch/Watch".to_owned(),
+            // On the stream that watch_lock opened.
             format!(
                 "send /etcdserverpb.Watch/Watch watch create \"t/e/\"..\"t/e0\" start_rev={}",
                 revision.0 + 1
@@ -430,6 +459,14 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     );
     measure("observe", &got, commits(&etcd).await - c0);
     drop(events);
+    wait_until("the observer's watch to be cancelled", || {
+        rec.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel id=2"))
+    })
+    .await;
+    assert_eq!(
+        rec.sent(),
+        ["send /etcdserverpb.Watch/Watch watch cancel id=2"]
+    );
 
     // campaign after waiting: `other` queues behind `l`, then `l` resigns.
     let c_wait0 = commits(&etcd).await;
@@ -459,19 +496,24 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         )]
     );
     let wl = w.lease().to_string();
+    wait_until("the wait's watch to be cancelled", || {
+        other_rec.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel id=2"))
+    })
+    .await;
     let got = other_rec.sent();
     assert_eq!(
         got,
         [
             GRANT_60.to_owned(),
             acquire_txn("t/e", w.key(), 2, &wl),
-            "open /etcdserverpb.Watch/Watch".to_owned(),
+            // On the stream that this client's first wait opened.
             format!("send /etcdserverpb.Watch/Watch watch create \"{ekey}\""),
             format!("call /etcdserverpb.KV/Range range \"{ekey}\" serializable"),
             format!(
                 "call /etcdserverpb.KV/Range range \"{}\" at_rev={resigned_at} serializable",
                 w.key()
             ),
+            "send /etcdserverpb.Watch/Watch watch cancel id=2".to_owned(),
         ]
     );
     measure("resign", &got_resign, c_after - c0);
@@ -563,7 +605,69 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
         ]
     );
     measure("semaphore try (busy)", &got, commits(&etcd).await - c0);
+
+    // semaphore acquire after waiting: a third client waits behind the two
+    // permits; the first release admits it.
+    let third_rec = Recorder::default();
+    let third = self::client(&etcd, &third_rec).await;
+    third_rec.take();
+    let c_wait0 = commits(&etcd).await;
+    let waiter = {
+        let third = third.clone();
+        tokio::spawn(async move {
+            third
+                .semaphore("t/s", 2)
+                .acquire()
+                .ttl(TTL)
+                .value("v10")
+                .await
+        })
+    };
+    wait_until("the waiter to read its copy of the name", || {
+        third_rec.contains(|r| r.kind == WireKind::Unary && r.request.contains("keys_only"))
+    })
+    .await;
+    let c0 = commits(&etcd).await;
     p1.release().await.unwrap();
+    let p3 = timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let c_after = commits(&etcd).await;
+    let released_at = client.status().await.unwrap().revision;
+    let p3l = p3.lease().to_string();
+    wait_until("the copy's watch to be cancelled", || {
+        third_rec.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel"))
+    })
+    .await;
+    let got = third_rec.sent();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            semaphore_txn("t/s", 2, p3.key(), 3, &p3l),
+            "open /etcdserverpb.Watch/Watch".to_owned(),
+            "send /etcdserverpb.Watch/Watch watch create \"t/s/\"..\"t/s0\"".to_owned(),
+            format!(
+                "call /etcdserverpb.KV/Range range \"t/s/\"..\"t/s0\" at_rev={} serializable keys_only",
+                // The copy of the name, at the watch's revision: nothing
+                // was written after my key.
+                p3.fencing_token()
+            ),
+            format!(
+                "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",
+                p3.key()
+            ),
+            "send /etcdserverpb.Watch/Watch watch cancel id=1".to_owned(),
+        ]
+    );
+    measure(
+        "semaphore acquire (after waiting)",
+        &got,
+        c_after - c_wait0 - (c_after - c0),
+    );
+    p3.release().await.unwrap();
     p2.release().await.unwrap();
     rec.take();
     other_rec.take();

@@ -223,11 +223,8 @@ impl Hub {
                 let msg = e.resume_request();
                 self.watches.insert(id, e);
                 match &self.stream {
-                    Some(s) => {
-                        if s.send(msg).await.is_err() {
-                            self.broken();
-                        }
-                    }
+                    Some(s) if s.send(msg).await.is_err() => self.broken(),
+                    Some(_) => {}
                     None if self.retry_at.is_none() => self.open().await,
                     None => {}
                 }
