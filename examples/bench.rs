@@ -10,7 +10,8 @@
 //! `lease_cycle`, `contended` (C clients on one name; C = 2, 8, 32 unless
 //! `--clients` is given), `many` (one session holding N distinct locks,
 //! 64 acquisitions in flight, compared with N raw txns at 64 in flight, in
-//! alternating rounds).
+//! alternating rounds), `callpath` (two `Txn`s through locker's `Client`
+//! against the same two on a bare tonic channel, op by op).
 //! `baseline` (etcd's server-side `Lock` + `Unlock` RPCs on a lease the
 //! bench keeps alive, interleaved op by op with locker's session cycle, the
 //! raw shapes of etcd's Go recipe and variants of locker's two requests,
@@ -60,6 +61,7 @@ fn args() -> Result<Args, String> {
             "shared",
             "semaphore",
             "many",
+            "callpath",
         ]
         .map(String::from)
         .to_vec(),
@@ -83,7 +85,7 @@ fn args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "bench --endpoints URLS [--mode floor,session_cycle,lease_cycle,baseline,contended,shared,semaphore,many] [--ops N] [--clients C,..]"
+                    "bench --endpoints URLS [--mode floor,session_cycle,lease_cycle,baseline,contended,shared,semaphore,many,callpath] [--ops N] [--clients C,..]"
                 );
                 std::process::exit(0);
             }
@@ -1113,6 +1115,61 @@ async fn semaphore(eps: &[String], ops: usize, floor_p50: f64) {
     against_mutex(eps, "semaphore", Kind::Semaphore(4), 16, ops, floor_p50).await;
 }
 
+/// `callpath` mode: the cost of locker's call path. Op by op, two `Txn`s
+/// (a create-if-absent put with a lease, then a guarded delete) through
+/// locker's `Client::txn_raw`, and the same two requests on a bare tonic
+/// channel with the same stubs (no timeout, failover or audit), in
+/// alternating order. Prints the p50 and mean ratios (locker / bare).
+async fn callpath(eps: &[String], ops: usize) {
+    let client = connect(eps).await;
+    let (lease, _) = client.lease_grant(Duration::from_secs(600)).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(eps[0].clone())
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut kv = pb::kv_client::KvClient::new(channel);
+    let (mut ours, mut bare) = (Vec::with_capacity(ops), Vec::with_capacity(ops));
+    for i in 0..ops + 50 {
+        for side in [i % 2, 1 - i % 2] {
+            let key = "bench/callpath";
+            let t = Instant::now();
+            let put = if side == 0 {
+                client.txn_raw(put_if_absent(key, lease.0)).await.unwrap()
+            } else {
+                kv.txn(put_if_absent(key, lease.0))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            };
+            let rev = put.header.map_or(0, |h| h.revision);
+            if side == 0 {
+                client.txn_raw(delete_if(key, rev)).await.unwrap();
+            } else {
+                kv.txn(delete_if(key, rev)).await.unwrap();
+            }
+            // The first 50 ops warm both paths up.
+            if i >= 50 {
+                [&mut ours, &mut bare][side].push(ms(t.elapsed()));
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (m_ours, m_bare) = (mean(&ours), mean(&bare));
+    let (s_ours, s_bare) = (stats(ours), stats(bare));
+    println!(
+        "{{\"mode\":\"callpath\",\"clients\":1,\"ops\":{ops},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"ops_per_s\":{:.1},\"bare_p50_ms\":{:.3},\"p50_vs_bare\":{:.3},\"mean_vs_bare\":{:.3}}}",
+        s_ours.p50,
+        s_ours.p99,
+        1000.0 / m_ours,
+        s_bare.p50,
+        s_ours.p50 / s_bare.p50,
+        m_ours / m_bare
+    );
+    client.lease_revoke(lease).await.unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = match args() {
@@ -1138,6 +1195,7 @@ async fn main() {
                 }
             }
             "many" => many(&eps, a.ops.unwrap_or(10_000)).await,
+            "callpath" => callpath(&eps, a.ops.unwrap_or(2000)).await,
             other => {
                 eprintln!("bench: unknown mode {other}");
                 std::process::exit(2);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::acquire::{op, ranges};
 use super::rule::{Rule, Turn};
-use super::watch::{key_exists, wait_any_deleted};
+use super::watch::{key_exists, wait_any_deleted_with};
 use crate::client::Retry;
 use crate::error::{Error, Result};
 use crate::session::SessionInner;
@@ -84,7 +84,10 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
             let at = s.client.wait_fewer_before(me.prefix, me.rev, me.rule.limit);
             (Ok(Some(at.await)), true)
         } else {
-            (wait_any_deleted(&s.client, &witnesses).await, last)
+            (
+                wait_any_deleted_with(&s.client, &witnesses, last).await,
+                last,
+            )
         };
         match waited {
             Ok(Some(gone_at)) if last => {

@@ -27,23 +27,24 @@ pub(crate) fn create_request(
     }
 }
 
-/// Waits until any of `witnesses` is deleted (see [`wait_deleted`]): one
-/// wait per witness, the first answer wins and the others are stopped.
+/// Waits until any of `witnesses` is deleted (see [`wait_deleted_with`]):
+/// one wait per witness, the first answer wins and the others are stopped.
 ///
 /// # Errors
-/// As [`wait_deleted`].
-pub(crate) async fn wait_any_deleted(
+/// As [`wait_deleted_with`].
+pub(crate) async fn wait_any_deleted_with(
     client: &Client,
     witnesses: &[Witness],
+    eager: bool,
 ) -> Result<Option<Revision>> {
     if let [w] = witnesses {
-        return wait_deleted(client, &w.key, w.rev).await;
+        return wait_deleted_with(client, &w.key, w.rev, eager).await;
     }
     // Owned here: dropping the set (this future) aborts every wait.
     let mut waits = JoinSet::new();
     for w in witnesses.iter().cloned() {
         let client = client.clone();
-        waits.spawn(async move { wait_deleted(&client, &w.key, w.rev).await });
+        waits.spawn(async move { wait_deleted_with(&client, &w.key, w.rev, eager).await });
     }
     match waits.join_next().await {
         Some(Ok(r)) => r,
@@ -75,13 +76,21 @@ pub(crate) async fn wait_any_deleted(
 /// The watches go on the client's one watch stream, which resumes them by
 /// itself after a break (see `client/watches.rs`).
 ///
+/// All that (the second and third watch, the reads at intervals) only when
+/// `eager`: when the deletion would be my turn. A waiter further back
+/// keeps its one watch, which etcd syncs within ~100 ms, long before it
+/// matters: a late event there would delay only a wait that is not yet the
+/// next one, and 1,000 waiters then cost etcd 1,000 watchers, not up to
+/// 3,000 and their reads.
+///
 /// Returns a revision at which the key is known to be gone, or `None` when
 /// one of the watches was cancelled by etcd, or this wait was dropped from
 /// the stream for reading too slowly (the caller reads again).
-pub(crate) async fn wait_deleted(
+pub(crate) async fn wait_deleted_with(
     client: &Client,
     key: &[u8],
     create_rev: Revision,
+    eager: bool,
 ) -> Result<Option<Revision>> {
     const FIRST_POLL: Duration = Duration::from_millis(2);
     const LAST_POLL: Duration = Duration::from_millis(64);
@@ -133,8 +142,9 @@ pub(crate) async fn wait_deleted(
                     return Ok(Some(then.at));
                 }
             }
-            if read.at.0 == created && read.member == header.member_id {
-                // This watch is synced: it will tell in time.
+            if !eager || (read.at.0 == created && read.member == header.member_id) {
+                // This watch is synced (or need not be yet): it will tell
+                // in time.
                 poll = None;
             } else if watches < MAX_WATCHES {
                 watches += 1;
