@@ -8,11 +8,12 @@
 //! starts anything. A task's client (and the streams it opened, which hold
 //! it) therefore never keeps the user's `Hubs` alive: no cycle.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::task::JoinHandle;
 
 use super::Client;
+use super::keepalives::KeepAlives;
 
 /// The background tasks of one client (and its clones).
 #[derive(Default)]
@@ -20,6 +21,8 @@ pub(crate) struct Hubs {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether this is a task's own client, which must start nothing.
     detached: bool,
+    /// The keepalive hub (`keepalives.rs`), once started.
+    keepalives: OnceLock<KeepAlives>,
 }
 
 impl Hubs {
@@ -27,6 +30,11 @@ impl Hubs {
     pub(crate) fn own(&self, task: JoinHandle<()>) {
         debug_assert!(!self.detached, "a hub task started a hub");
         crate::rt::lock(&self.tasks).push(task);
+    }
+
+    /// The keepalive hub, started by `start` on first use.
+    pub(super) fn keepalives(&self, start: impl FnOnce() -> KeepAlives) -> &KeepAlives {
+        self.keepalives.get_or_init(start)
     }
 }
 
@@ -48,6 +56,7 @@ impl Client {
             hubs: Arc::new(Hubs {
                 tasks: Mutex::default(),
                 detached: true,
+                keepalives: OnceLock::new(),
             }),
         }
     }

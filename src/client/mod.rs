@@ -15,6 +15,8 @@
 //!   bidirectional streams and each of their messages.
 //! - `failure.rs`: what a gRPC status means for the call (`classify`).
 //! - `hubs.rs`: who owns the shared streams' tasks.
+//! - `keepalives.rs`: the one keepalive stream and task of a client, for
+//!   all its leases.
 //! - `auth.rs`: the auth token, and authenticating again when etcd refuses it.
 //! - `ops.rs`: the typed calls (status, get, put, delete, leases, txn).
 //! - `paths.rs`: the gRPC path of every RPC.
@@ -34,12 +36,14 @@ mod endpoints;
 mod failover;
 mod failure;
 mod hubs;
+mod keepalives;
 mod ops;
 pub mod paths;
 mod stream;
 
 pub use builder::ClientBuilder;
 use endpoints::Ep;
+pub(crate) use keepalives::{Registration, Renewal, plus_ttl};
 pub use ops::MemberStatus;
 pub(crate) use ops::{MAX_TTL_SECS, header, prefix_end, ttl_secs};
 pub(crate) use stream::BiStream;
