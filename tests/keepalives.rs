@@ -282,3 +282,97 @@ async fn sessions_one_after_another_reuse_the_stream() {
     assert_eq!(rec.keepalive_opens(), 1);
     assert_eq!(metric(&etcd, STARTED).await, 1.0);
 }
+
+/// Resuming a lease sends its first keepalive at once on the client's open
+/// stream (no stream of its own), and a lease that is gone is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_lease_is_renewed_at_once_on_the_shared_stream() {
+    let etcd = start_etcd().await;
+    let rec = Recorder::default();
+    let client = connect_recorded(etcd.endpoints(), &rec).await;
+    let other = connect_recorded(etcd.endpoints(), &Recorder::default()).await;
+    let first = within("session", WAIT, client.session(TTL))
+        .await
+        .expect("session");
+    wait_until("the stream is open", WAIT, || async {
+        rec.keepalive_answers() >= 1
+    })
+    .await;
+    let (lease, _) = within("grant", WAIT, other.lease_grant(TTL))
+        .await
+        .expect("grant");
+    let asked = std::time::Instant::now();
+    let resumed = within("resume", WAIT, client.resume_session(lease))
+        .await
+        .expect("resume");
+    let deadline = resumed.deadline().expect("alive");
+    assert!(
+        deadline >= asked + TTL,
+        "renewed to a whole TTL from the resume"
+    );
+    let (gone, _) = within("grant", WAIT, other.lease_grant(TTL))
+        .await
+        .expect("grant");
+    within("revoke", WAIT, other.lease_revoke(gone))
+        .await
+        .expect("revoke");
+    let refused = within("resume", WAIT, client.resume_session(gone)).await;
+    assert!(
+        matches!(refused, Err(locker::Error::LeaseExpired { lease }) if lease == gone),
+        "{refused:?}"
+    );
+    wait_until(
+        "both leases are renewed past a TTL from now",
+        2 * WAIT,
+        || async {
+            [&first, &resumed].iter().all(|s| {
+                s.deadline()
+                    .is_some_and(|d| d > asked + TTL + Duration::from_secs(1))
+            })
+        },
+    )
+    .await;
+    assert_eq!(rec.keepalive_opens(), 1, "one stream throughout");
+}
+
+/// The member behind the keepalive stream goes silent (its connection is
+/// blackholed): a whole period without an answer gives the stream up, and
+/// every lease is renewed on a new stream through the other endpoint, long
+/// before any deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_moves_every_lease_to_another_in_time() {
+    let etcd = start_etcd().await;
+    let proxies = [
+        Proxy::start(etcd.client_addr(0)).await.expect("proxy 1"),
+        Proxy::start(etcd.client_addr(0)).await.expect("proxy 2"),
+    ];
+    let rec = Recorder::default();
+    let client = connect_recorded(proxies.iter().map(Proxy::url).collect(), &rec).await;
+    let sessions = sessions(&client, 20, TTL).await;
+    wait_until("every lease was renewed once", WAIT, || async {
+        rec.keepalive_answers() >= 20
+    })
+    .await;
+    let on = rec.0.lock().unwrap().iter().find_map(|r| {
+        (r.kind == WireKind::StreamOpen && r.path == paths::LEASE_KEEPALIVE)
+            .then(|| r.endpoint.clone())
+    });
+    let on = on.expect("the stream's endpoint");
+    let silent = proxies.iter().find(|p| p.url() == on).expect("its proxy");
+    silent.set_mode(ProxyMode::Blackhole);
+    let cut = std::time::Instant::now();
+    wait_until(
+        "every lease is renewed past the cut plus a TTL",
+        WAIT,
+        || async { all_alive_past(&sessions, cut + TTL) },
+    )
+    .await;
+    let moved = rec.count(|r| {
+        r.kind == WireKind::StreamOpen
+            && r.path == paths::LEASE_KEEPALIVE
+            && r.status == "OK"
+            && r.endpoint != on
+    });
+    assert_eq!(moved, 1, "one new stream, on the other endpoint");
+    assert!(sessions.iter().all(|s| s.lost_reason().is_none()));
+}

@@ -298,9 +298,12 @@ impl Hub {
             .leases
             .values()
             .any(|k| k.next_send <= now && k.unanswered > 0);
-        if dead && self.stream.is_some() {
-            // A keepalive went a whole period without an answer: try
-            // another endpoint, with every lease at once.
+        let timeout = self.client.request_timeout();
+        let once_late = self.oldest_once().is_some_and(|at| at + timeout <= now);
+        if (dead || once_late) && self.stream.is_some() {
+            // A keepalive went a whole period (a one-off one, a request
+            // timeout) without an answer: try another endpoint, with every
+            // lease at once.
             self.drop_stream(now);
         }
         if self
@@ -556,6 +559,15 @@ impl Hub {
         self.wake = self.next_wake();
     }
 
+    /// The send time of the oldest one-off keepalive still unanswered on
+    /// the current stream.
+    fn oldest_once(&self) -> Option<Instant> {
+        let sent = self.in_flight.values().flatten();
+        sent.filter(|s| matches!(s.who, Who::Once(_)))
+            .map(|s| s.at)
+            .min()
+    }
+
     /// The shortest keepalive period of the registered leases.
     fn shortest_period(&self) -> Option<Duration> {
         self.leases.values().map(|k| k.period).min()
@@ -575,6 +587,9 @@ impl Hub {
             } else {
                 due = true;
             }
+        }
+        if let Some(at) = self.oldest_once() {
+            wake = wake.min(at + self.client.request_timeout());
         }
         match &self.opening {
             Some(open) => wake = open.give_up.map_or(wake, |g| wake.min(g)),
