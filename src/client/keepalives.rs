@@ -224,6 +224,7 @@ struct Hub {
 }
 
 impl Hub {
+    /// A hub with no lease and no stream yet.
     fn new(client: Client, commands: mpsc::UnboundedReceiver<Command>) -> Hub {
         let now = Instant::now();
         Hub {
@@ -241,7 +242,8 @@ impl Hub {
 
     /// The task: commands first, then answers, the open, the clock. Ends
     /// when every sender of commands is gone (normally it is aborted
-    /// first).
+    /// first). Answers come before the clock so that an answer already
+    /// received is never taken for a missing one.
     async fn run(mut self) {
         loop {
             tokio::select! {
@@ -257,6 +259,7 @@ impl Hub {
         }
     }
 
+    /// A registration, an end of one, or a one-off keepalive to send.
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Register(id, kept) => {
