@@ -9,7 +9,7 @@
 //!   per wire call or stream message), `rt` (two small runtime helpers).
 //! - `client/`: [`Client`], the connection: endpoints and failover, timeouts,
 //!   auth token, the audit hook. Every RPC passes through one funnel.
-//! - `session/`: [`Session`], a lease: its keepalive task, its deadline and
+//! - `session/`: [`Session`], a lease: its keepalives, its deadline and
 //!   lost signal, the revoke on close, and the names it has queued for.
 //! - `queue/`: the recipe engine under every primitive, in three steps:
 //!   one `Txn` to queue, a wait on the fewest keys that matter with a check

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::Client;
 use super::mirror::Mirrors;
 use super::watches::WatchHub;
+use super::keepalives::KeepAlives;
 
 /// The background tasks of one client (and its clones).
 #[derive(Default)]
@@ -26,6 +27,8 @@ pub(crate) struct Hubs {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether this is a task's own client, which must start nothing.
     detached: bool,
+    /// The keepalive hub (`keepalives.rs`), once started.
+    keepalives: OnceLock<KeepAlives>,
 }
 
 impl Hubs {
@@ -33,6 +36,11 @@ impl Hubs {
     pub(crate) fn own(&self, task: JoinHandle<()>) {
         debug_assert!(!self.detached, "a hub task started a hub");
         crate::rt::lock(&self.tasks).push(task);
+    }
+
+    /// The keepalive hub, started by `start` on first use.
+    pub(super) fn keepalives(&self, start: impl FnOnce() -> KeepAlives) -> &KeepAlives {
+        self.keepalives.get_or_init(start)
     }
 }
 
@@ -56,6 +64,7 @@ impl Client {
                 mirrors: Mirrors::default(),
                 tasks: Mutex::default(),
                 detached: true,
+                keepalives: OnceLock::new(),
             }),
         }
     }

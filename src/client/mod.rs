@@ -18,6 +18,8 @@
 //! - `watches.rs`: the one watch stream that carries every watch.
 //! - `mirror.rs`: a live copy of a prefix's keys, shared by the client's
 //!   waiters on it (a semaphore's waiters).
+//! - `keepalives.rs`: the one keepalive stream and task of a client, for
+//!   all its leases.
 //! - `auth.rs`: the auth token, and authenticating again when etcd refuses it.
 //! - `ops.rs`: the typed calls (status, get, put, delete, leases, txn).
 //! - `paths.rs`: the gRPC path of every RPC.
@@ -38,6 +40,7 @@ mod failover;
 mod failure;
 mod hubs;
 mod mirror;
+mod keepalives;
 mod ops;
 pub mod paths;
 mod stream;
@@ -45,6 +48,7 @@ mod watches;
 
 pub use builder::ClientBuilder;
 use endpoints::Ep;
+pub(crate) use keepalives::{Registration, Renewal, plus_ttl};
 pub use ops::MemberStatus;
 pub(crate) use ops::{MAX_TTL_SECS, header, prefix_end, ttl_secs};
 pub(crate) use stream::BiStream;

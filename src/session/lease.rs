@@ -5,12 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::keepalive::{KeepAliveStream, first_keepalive, keepalive_loop};
 use super::names::Slots;
-use crate::client::{Client, MAX_TTL_SECS};
+use crate::client::{Client, MAX_TTL_SECS, Registration, Renewal, plus_ttl};
 use crate::error::{Error, Result};
 use crate::types::LeaseId;
 
@@ -41,7 +39,7 @@ pub(crate) enum LeaseState {
 
 impl LeaseState {
     /// Lost, judged at `now`: a deadline in the past is a loss even when
-    /// the keepalive task has not run to say so (starved, frozen, gone).
+    /// the keepalive hub has not run to say so (starved, frozen, gone).
     fn lost_at(&self, now: Instant) -> Option<LostReason> {
         match self {
             LeaseState::Lost(r) => Some(*r),
@@ -51,11 +49,22 @@ impl LeaseState {
     }
 }
 
-/// `at + secs` seconds, for a TTL from an answer (clamped to etcd's range:
-/// answers beyond it are not trusted).
-pub(super) fn plus_ttl(at: Instant, secs: i64) -> Instant {
-    let d = Duration::from_secs(secs.clamp(0, MAX_TTL_SECS) as u64);
-    at.checked_add(d).unwrap_or(at)
+/// Applies what the client's keepalive hub says of the lease to `state`:
+/// never over a loss or a close said before (a close unregisters the lease,
+/// but an answer may already be on its way).
+fn on_renewal(state: &watch::Sender<LeaseState>, renewal: Renewal) {
+    let next = match renewal {
+        Renewal::Until(deadline) => LeaseState::Alive { deadline },
+        Renewal::Expired => LeaseState::Lost(LostReason::Expired),
+        Renewal::Unreachable => LeaseState::Lost(LostReason::Unreachable),
+    };
+    state.send_if_modified(|s| {
+        let alive = matches!(s, LeaseState::Alive { .. });
+        if alive {
+            *s = next;
+        }
+        alive
+    });
 }
 
 /// The shared state behind a [`Session`](crate::Session) and every guard
@@ -65,7 +74,9 @@ pub(crate) struct SessionInner {
     pub(crate) lease: LeaseId,
     pub(crate) ttl: Duration,
     state: watch::Sender<LeaseState>,
-    keepalive: Mutex<Option<JoinHandle<()>>>,
+    /// The lease's place on the client's keepalive stream; dropped (which
+    /// stops the keepalives) on close.
+    keepalive: Mutex<Option<Registration>>,
     /// What this session knows of each name it queued for.
     pub(super) slots: Mutex<Slots>,
     /// Says "the slots changed" to requests waiting for a name.
@@ -76,7 +87,7 @@ pub(crate) struct SessionInner {
 }
 
 impl SessionInner {
-    /// Grants a lease and starts its keepalive task.
+    /// Grants a lease and has the client keep it alive.
     pub(crate) async fn grant(client: &Client, ttl: Duration) -> Result<Arc<SessionInner>> {
         let secs = crate::client::ttl_secs(ttl)?;
         let sent = Instant::now();
@@ -87,55 +98,48 @@ impl SessionInner {
             LeaseId(resp.id),
             granted,
             plus_ttl(sent, resp.ttl),
-            None,
+            false,
         ))
     }
 
-    /// The session of a live lease, and its keepalive task (which it owns).
-    /// A resumed lease comes with the keepalive stream its first keepalive
-    /// went on.
+    /// The session of a live lease, registered with the client's keepalive
+    /// hub (the registration is the session's: dropping it stops the
+    /// keepalives). `resumed`: a lease granted earlier.
     fn start(
         client: &Client,
         lease: LeaseId,
         ttl: Duration,
         deadline: Instant,
-        resumed: Option<KeepAliveStream>,
+        resumed: bool,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(LeaseState::Alive { deadline });
-        let inner = Arc::new(SessionInner {
+        let report = state.clone();
+        let registration = client.keep_alive(lease, ttl, deadline, move |r| on_renewal(&report, r));
+        Arc::new(SessionInner {
             client: client.clone(),
             lease,
             ttl,
             state,
-            keepalive: Mutex::new(None),
-            slots: Mutex::new(Slots::new(resumed.is_some())),
+            keepalive: Mutex::new(Some(registration)),
+            slots: Mutex::new(Slots::new(resumed)),
             slots_changed: watch::channel(()).0,
             revoked: AtomicBool::new(false),
-        });
-        let task = tokio::spawn(keepalive_loop(
-            client.clone(),
-            lease,
-            ttl,
-            deadline,
-            inner.state.clone(),
-            resumed,
-        ));
-        *crate::rt::lock(&inner.keepalive) = Some(task);
-        inner
+        })
     }
 
     /// Takes over a lease granted earlier (by this process before a
-    /// restart, say): sends it a keepalive at once, on the stream that then
-    /// keeps it alive like a new one. The answer renews the lease to its
-    /// granted TTL, so the deadline is the keepalive's send time plus that
-    /// TTL, however little of the lease was left (even under the whole
-    /// second that etcd's `LeaseTimeToLive` would report as 0).
+    /// restart, say): sends it a keepalive at once on the client's
+    /// keepalive stream, which then keeps it alive like a new one. The
+    /// answer renews the lease to its granted TTL, so the deadline is the
+    /// keepalive's send time plus that TTL, however little of the lease was
+    /// left (even under the whole second that etcd's `LeaseTimeToLive`
+    /// would report as 0).
     ///
     /// # Errors
     /// [`Error::LeaseExpired`] when etcd no longer knows the lease; network
     /// errors.
     pub(crate) async fn adopt(client: &Client, lease: LeaseId) -> Result<Arc<SessionInner>> {
-        let (stream, sent, ttl) = first_keepalive(client, lease).await?;
+        let (sent, ttl) = client.keep_alive_once(lease).await?;
         if ttl <= 0 {
             return Err(Error::LeaseExpired { lease });
         }
@@ -145,7 +149,7 @@ impl SessionInner {
             lease,
             granted,
             plus_ttl(sent, ttl),
-            Some(stream),
+            true,
         ))
     }
 
@@ -227,9 +231,7 @@ impl SessionInner {
     }
 
     fn stop_keepalive(&self) {
-        if let Some(task) = crate::rt::lock(&self.keepalive).take() {
-            task.abort();
-        }
+        drop(crate::rt::lock(&self.keepalive).take());
     }
 
     /// Stops the keepalive and revokes the lease (deleting its keys).

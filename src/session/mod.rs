@@ -1,16 +1,17 @@
-//! A lease and everything that hangs on it: the grant, the keepalive task,
-//! the local deadline and lost signal, the revoke on close; and the names
+//! A lease and everything that hangs on it: the grant, its place on the
+//! client's keepalive stream, the local deadline and lost signal, the revoke on close; and the names
 //! the session has queued for.
 //!
 //! - `lease.rs`: [`SessionInner`], the state shared by a [`Session`] and
 //!   every guard taken on it; [`LostReason`].
-//! - `keepalive.rs`: the one background task of a lease.
 //! - `names.rs`: the per-name reservations the session owns.
 //!
 //! # When is a lease lost?
 //!
-//! The keepalive task sends one `LeaseKeepAlive` message every TTL/3 on one
-//! stream per lease. Each answer with a positive TTL moves the lease's
+//! The client's keepalive hub (`client/keepalives.rs`: one task and one
+//! `LeaseKeepAlive` stream per client, for all its leases) sends one
+//! keepalive of the lease every TTL/3, on the lease's own schedule. Each
+//! answer with a positive TTL moves the lease's
 //! *local deadline* to `sent + TTL`, where `sent` is the monotonic time at
 //! which the answered keepalive was sent. etcd starts its own countdown only
 //! after it has received that message, so the local deadline is never later
@@ -27,7 +28,6 @@
 //! TTL/3 after the grant (after a resume, at once), so a short lock cycle
 //! sends none.
 
-mod keepalive;
 mod lease;
 mod names;
 
@@ -43,8 +43,8 @@ pub(crate) use lease::SessionInner;
 pub(crate) use names::{Debt, Ticket};
 
 /// One lease shared by many locks. Locking and releasing on a session costs
-/// one transaction each; the lease is kept alive by one background task
-/// until [`close`](Session::close).
+/// one transaction each; the lease is kept alive on the client's one
+/// keepalive stream until [`close`](Session::close).
 ///
 /// Dropping a session without `close` stops its keepalive and, when a tokio
 /// runtime is running, revokes the lease in the background (deleting every
@@ -109,9 +109,10 @@ impl Client {
     /// (even under the whole second etcd reports as 0), waiting for the
     /// usual first keepalive would let it expire.
     ///
-    /// Wire calls: one `Lease/LeaseKeepAlive` stream, opened with one
-    /// keepalive whose answer (the granted TTL, or 0 for a lease that is
-    /// gone) is awaited; the same stream keeps the lease alive afterwards.
+    /// Wire calls: one keepalive, sent at once on the client's
+    /// `Lease/LeaseKeepAlive` stream (opened now if it is not open yet),
+    /// whose answer (the granted TTL, or 0 for a lease that is gone) is
+    /// awaited; the same stream keeps the lease alive afterwards.
     /// Later, the first request for each name on the session first sends
     /// one `KV/Range` per other shape, and one `KV/Txn` (a guarded delete)
     /// per key found; a request that gives up or fails before these end

@@ -20,7 +20,9 @@ impl Etcd {
     /// Scrapes `GET /metrics` of member `i` and returns the value of metric
     /// `name` (e.g. `"etcd_server_proposals_committed_total"`): the sample on
     /// the line starting with `name` followed by a space or `{`, summed over
-    /// all label sets if there are several.
+    /// all label sets if there are several. A name may select label sets:
+    /// `grpc_server_started_total{grpc_method="LeaseKeepAlive"}` sums only
+    /// the samples whose labels include every one given.
     ///
     /// With client TLS the plain-HTTP metrics listener is scraped instead of
     /// the client port.
@@ -192,6 +194,11 @@ pub(super) fn json_field(body: &str, key: &str) -> Option<String> {
 
 /// Sum of the samples of metric `name` in a Prometheus text exposition.
 fn parse_metric(body: &str, name: &str) -> Option<f64> {
+    let (name, wanted) = match name.split_once('{') {
+        Some((base, labels)) => (base, labels.trim_end_matches('}')),
+        None => (name, ""),
+    };
+    let wanted: Vec<&str> = wanted.split(',').filter(|l| !l.is_empty()).collect();
     let mut sum: Option<f64> = None;
     for line in body.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -199,9 +206,17 @@ fn parse_metric(body: &str, name: &str) -> Option<f64> {
         };
         let value_part = if let Some(labels_and_value) = rest.strip_prefix('{') {
             match labels_and_value.rfind('}') {
-                Some(end) => &labels_and_value[end + 1..],
+                Some(end) => {
+                    let labels: Vec<&str> = labels_and_value[..end].split(',').collect();
+                    if !wanted.iter().all(|w| labels.contains(w)) {
+                        continue;
+                    }
+                    &labels_and_value[end + 1..]
+                }
                 None => continue,
             }
+        } else if !wanted.is_empty() {
+            continue;
         } else if rest.starts_with([' ', '\t']) {
             rest
         } else {
@@ -230,6 +245,10 @@ mod tests {
         assert_eq!(parse_metric(body, "y"), Some(5.0));
         assert_eq!(parse_metric(body, "z"), Some(1000.0));
         assert_eq!(parse_metric(body, "w"), None);
+        let grpc = "g{m=\"Watch\",t=\"bidi\"} 2\ng{m=\"LeaseKeepAlive\",t=\"bidi\"} 1\ng 9\n";
+        assert_eq!(parse_metric(grpc, "g{m=\"LeaseKeepAlive\"}"), Some(1.0));
+        assert_eq!(parse_metric(grpc, "g{t=\"bidi\"}"), Some(3.0));
+        assert_eq!(parse_metric(grpc, "g{m=\"Range\"}"), None);
     }
 
     #[test]
