@@ -156,9 +156,17 @@ async fn a_thousand_dropped_waiters_leave_no_watcher_task_or_stream_behind() {
     let etcd = start_etcd().await;
     let holder_client = connect(etcd.endpoints()).await;
     let name = "scale/drop";
-    let holder = within("lock", WAIT, holder_client.lock(name))
-        .await
-        .expect("lock");
+    let kept = r#"grpc_server_started_total{grpc_method="LeaseKeepAlive"}"#;
+    let keepalives0 = metric(&etcd, kept).await;
+    // Its keepalive comes after a second: the stream it opens (a task in
+    // this runtime) is there before the count starts.
+    let holder = within(
+        "lock",
+        WAIT,
+        holder_client.lock(name).ttl(Duration::from_secs(3)),
+    )
+    .await
+    .expect("lock");
     let client = connect(etcd.endpoints()).await;
     let (streams0, watchers0) = (
         metric(&etcd, WATCH_STREAMS).await,
@@ -176,6 +184,16 @@ async fn a_thousand_dropped_waiters_leave_no_watcher_task_or_stream_behind() {
         metric(&etcd, WATCHERS).await <= watchers0
     })
     .await;
+    // And one short session, whose keepalive starts the client's one
+    // keepalive stream (a waiter that waits longer than TTL/3 would).
+    let session = within("session", WAIT, client.session(Duration::from_secs(2)))
+        .await
+        .expect("session");
+    wait_until("both clients' keepalive streams open", WAIT, || async {
+        metric(&etcd, kept).await >= keepalives0 + 2.0
+    })
+    .await;
+    within("close", WAIT, session.close()).await.expect("close");
     let (tasks0, rss0) = (settled_tasks(usize::MAX).await, rss_kib());
     let mut waiters = JoinSet::new();
     for _ in 0..WAITERS {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
 
 use super::Client;
+use super::keepalives::KeepAlives;
 use super::mirror::Mirrors;
 use super::watches::WatchHub;
-use super::keepalives::KeepAlives;
 
 /// The background tasks of one client (and its clones).
 #[derive(Default)]
