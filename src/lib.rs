@@ -77,11 +77,14 @@ pub use audit::{AuditSink, WireKind, WireRecord};
 pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use election::{CampaignRequest, Leadership};
 pub use error::{Error, Result};
-pub use lock::{LockGuard, LockRequest, RunStopped, TryLock, TryLockRequest};
+pub use lock::{
+    LockAllRequest, LockGuard, LockRequest, MultiLockGuard, RunStopped, TryLock, TryLockAll,
+    TryLockAllRequest, TryLockRequest,
+};
 pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockWatch};
 pub use queue::{
-    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS, default_value,
-    validate_name,
+    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_SET_NAMES, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS,
+    default_value, validate_name,
 };
 pub use semaphore::Semaphore;
 pub use session::{LostReason, Session};
