@@ -81,7 +81,7 @@ pub use lock::{
     LockAllRequest, LockGuard, LockRequest, MultiLockGuard, RunStopped, TryLock, TryLockAll,
     TryLockAllRequest, TryLockRequest,
 };
-pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockWatch};
+pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockSet, LockWatch};
 pub use queue::{
     DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_SET_NAMES, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS,
     default_value, validate_name,
