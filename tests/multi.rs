@@ -522,3 +522,134 @@ async fn one_by_one_in_callers_order_deadlocks() {
     println!("one by one: {n} worker(s) timed out in a deadlock");
     assert!(n >= 1, "the one-by-one workload never deadlocked");
 }
+
+// ---------------------------------------------------------------------------
+// Trying to break it
+// ---------------------------------------------------------------------------
+
+/// A guard dropped without release frees every name within a second, on
+/// its own lease and on a session (whose names are free again for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_set_frees_every_name_soon() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let session = client
+        .session(Duration::from_secs(30))
+        .await
+        .expect("session");
+    for on_session in [false, true] {
+        let req = if on_session {
+            session.lock_all(["d1", "d2", "d3"])
+        } else {
+            client
+                .lock_all(["d1", "d2", "d3"])
+                .ttl(Duration::from_secs(30))
+        };
+        let set = within("lock_all", WAIT, req).await.expect("set");
+        drop(set);
+        let t = Instant::now();
+        locker::testing::wait_until("the dropped set's keys go", WAIT, || async {
+            queue(&client, "d1").await.is_empty()
+                && queue(&client, "d2").await.is_empty()
+                && queue(&client, "d3").await.is_empty()
+        })
+        .await;
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    let again = within("lock_all", WAIT, session.lock_all(["d3", "d1"]))
+        .await
+        .expect("again");
+    again.release().await.expect("release");
+}
+
+/// A set refused because its session already holds one of its names
+/// leaves the names it had reserved free for the session at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_refused_for_one_name_leaves_the_others_free() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let session = client
+        .session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    let b = session.lock("b").await.expect("b");
+    let r = within("lock_all", WAIT, session.lock_all(["c", "b", "a"])).await;
+    assert!(
+        matches!(r, Err(Error::AlreadyLocked { ref name, .. }) if name == "b"),
+        "{r:?}"
+    );
+    let a = within("lock a", WAIT, session.lock("a"))
+        .await
+        .expect("a is free");
+    assert_no_key(&client, &["c"]).await;
+    // Two sets of one session in opposite orders: one is refused, no wait.
+    let other = within("try", WAIT, session.try_lock_all(["x", "a"])).await;
+    assert!(
+        matches!(other, Err(Error::AlreadyLocked { .. })),
+        "{other:?}"
+    );
+    a.release().await.expect("release a");
+    b.release().await.expect("release b");
+}
+
+/// Sets cancelled at random moments (before, during and after their
+/// acquire, while they wait) never leave a key behind, on their own lease
+/// or on a session, and never take a name from its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_cancelled_at_any_moment_leave_no_key() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let session = client
+        .session(Duration::from_secs(30))
+        .await
+        .expect("session");
+    let holder = client.lock("c2").await.expect("c2");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..60 {
+        let req = if i % 2 == 0 {
+            session.lock_all(["c1", "c2", "c3"])
+        } else {
+            client.lock_all(["c3", "c2", "c1"])
+        };
+        let task = tokio::spawn(req.into_future());
+        tokio::time::sleep(Duration::from_micros(next(&mut seed) % 8000)).await;
+        task.abort();
+        match task.await {
+            Ok(Ok(g)) => panic!("took c2 from its holder: {g:?}"),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {}
+        }
+    }
+    locker::testing::wait_until("every cancelled set's keys go", WAIT, || async {
+        queue(&client, "c1").await.is_empty()
+            && queue(&client, "c3").await.is_empty()
+            && queue_keys(&client, "c2").await == [holder.key()]
+    })
+    .await;
+    holder.release().await.expect("release");
+    let set = within("lock_all", WAIT, session.lock_all(["c1", "c2", "c3"]))
+        .await
+        .expect("set");
+    set.release().await.expect("release");
+}
+
+/// A set waiting on a session whose lease is revoked from outside ends
+/// with the loss and leaves no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_set_whose_lease_is_revoked_ends_with_the_loss() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let holder = client.lock("r2").await.expect("r2");
+    let session = client
+        .session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    let lease = session.lease();
+    let waiting = tokio::spawn(session.lock_all(["r1", "r2"]).into_future());
+    wait_queued(&client, "r2", 2).await;
+    client.lease_revoke(lease).await.expect("revoke");
+    let r = within("the set", WAIT, waiting).await.expect("join");
+    assert!(r.as_ref().is_err_and(Error::is_lost), "{r:?}");
+    assert_no_key(&client, &["r1"]).await;
+    assert_eq!(queue_keys(&client, "r2").await, [holder.key()]);
+}

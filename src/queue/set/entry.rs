@@ -256,7 +256,7 @@ pub(crate) async fn all_mine(client: &Client, keys: &[String], rev: Revision) ->
     let answers = ranges(&resp, keys.len())?;
     match answers
         .iter()
-        .position(|a| !a.kvs.first().is_some_and(|kv| kv.create_revision == rev.0))
+        .position(|a| a.kvs.first().is_none_or(|kv| kv.create_revision != rev.0))
     {
         Some(i) => Err(Error::LockLost {
             key: keys[i].clone(),
