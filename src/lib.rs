@@ -16,7 +16,9 @@
 //!   of my own key after it, a release that never deletes another's key.
 //!   Whose turn it is, is a parameter (the rule).
 //! - `lock/`: the mutex on the engine: [`LockRequest`], [`TryLock`],
-//!   [`LockGuard`] with its fencing token.
+//!   [`LockGuard`] with its fencing token; several names at once, all or
+//!   none and free of deadlock, with one token: [`LockAllRequest`],
+//!   [`MultiLockGuard`].
 //! - `rwlock/`, `semaphore/`: shared and counted holders on the engine:
 //!   [`Client::read_lock`], [`Client::write_lock`], [`Semaphore`].
 //! - `election/`: leader election on the engine: [`CampaignRequest`],
