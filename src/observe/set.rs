@@ -5,7 +5,7 @@
 
 use crate::client::{Client, Retry, paths, prefix_end};
 use crate::error::{Error, Result};
-use crate::types::{Holder, LeaseId, Revision};
+use crate::types::{Holder, Revision};
 use crate::wire::etcdserverpb as pb;
 use pb::range_request::{SortOrder, SortTarget};
 use pb::request_op::Request as Op;
@@ -46,7 +46,7 @@ impl Client {
     /// Cancel safe (reads only).
     pub async fn lock_set(&self, holder: &Holder) -> Result<LockSet> {
         let suffix = format!("/{}", holder.lease);
-        let on_lease = self.lease_keys(holder.lease).await?;
+        let on_lease = self.lease_time_to_live_raw(holder.lease, true).await?.keys;
         let candidates: Vec<String> = on_lease
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
@@ -76,26 +76,6 @@ impl Client {
             fencing_token: holder.fencing_token,
             waiting_on,
         })
-    }
-
-    /// The keys attached to `lease` (none when it is gone).
-    async fn lease_keys(&self, lease: LeaseId) -> Result<Vec<Vec<u8>>> {
-        let resp = self
-            .unary(
-                paths::LEASE_TTL,
-                Retry::Safe,
-                pb::LeaseTimeToLiveRequest {
-                    id: lease.0,
-                    keys: true,
-                },
-                |ch, r| async move {
-                    crate::wire::etcdserverpb::lease_client::LeaseClient::new(ch)
-                        .lease_time_to_live(r)
-                        .await
-                },
-            )
-            .await?;
-        Ok(resp.keys)
     }
 
     /// The names among `names` whose first key was created before `rev`.

@@ -336,19 +336,13 @@ async fn try_lock(
     if let Some(v) = value(args) {
         req = req.value(v);
     }
-    let r = tokio::select! {
-        r = req => r,
-        sig = signals.recv() => return Err(NotTaken::Signal(sig)),
+    let taken = async {
+        req.await.map(|t| match t {
+            TryLock::Acquired(guard) => Ok(Guard::Lock(guard)),
+            TryLock::Held(holder) => Err(holder),
+        })
     };
-    match r {
-        Ok(TryLock::Acquired(guard)) => Ok(Guard::Lock(guard)),
-        Ok(TryLock::Held(holder)) => Err(NotTaken::Held {
-            name: args.name.clone(),
-            holder,
-            exit: conflict,
-        }),
-        Err(e) => Err(NotTaken::Failed(e)),
-    }
+    try_outcome(taken, signals, conflict).await
 }
 
 /// `try` of several names: takes them all if every one is free.
@@ -363,13 +357,29 @@ async fn try_set(
     if let Some(v) = value(args) {
         req = req.value(v);
     }
+    let taken = async {
+        req.await.map(|t| match t {
+            TryLockAll::Acquired(set) => Ok(Guard::Set(set)),
+            TryLockAll::Held(holder) => Err(holder),
+        })
+    };
+    try_outcome(taken, signals, conflict).await
+}
+
+/// A try's outcome, unless a signal comes first: the guard, or who holds
+/// (the first busy name's holder, for a set).
+async fn try_outcome(
+    taken: impl Future<Output = locker::Result<Result<Guard, Holder>>>,
+    signals: &mut Signals,
+    conflict: u8,
+) -> Result<Guard, NotTaken> {
     let r = tokio::select! {
-        r = req => r,
+        r = taken => r,
         sig = signals.recv() => return Err(NotTaken::Signal(sig)),
     };
     match r {
-        Ok(TryLockAll::Acquired(set)) => Ok(Guard::Set(set)),
-        Ok(TryLockAll::Held(holder)) => Err(NotTaken::Held {
+        Ok(Ok(guard)) => Ok(guard),
+        Ok(Err(holder)) => Err(NotTaken::Held {
             name: holder.name.clone(),
             holder,
             exit: conflict,

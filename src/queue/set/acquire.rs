@@ -1,13 +1,13 @@
 //! Step 1 for a set: one `Txn` that puts my key on every name, all with
 //! one lease and so one create revision, built and read by pure functions.
 
-use crate::client::{Client, Retry, header, paths};
+use crate::client::{Client, header, paths};
 use crate::error::{Error, Result};
 use crate::types::{KeyValue, LeaseId, Revision};
 use crate::wire::etcdserverpb as pb;
 use pb::request_op::Request as Op;
 
-use super::super::acquire::{Mode, op, ranges};
+use super::super::acquire::{Mode, op, ranges, send};
 use super::super::rule::{Rule, compare_create};
 
 /// One set's acquire: a key per name (same order), one value, one lease.
@@ -47,14 +47,7 @@ impl SetQueued {
 /// errors; [`Error::LockLost`] when only some of my keys are there (one
 /// was deleted by someone else); [`Error::Protocol`].
 pub(crate) async fn acquire(client: &Client, a: &SetAcquire<'_>, mode: Mode) -> Result<SetQueued> {
-    let req = request(a, mode);
-    // Safe to resend: a second try finds my keys and reads them back.
-    let resp = match client.txn(Retry::Safe, req).await {
-        Err(Error::Etcd { message, .. }) if message.contains("lease not found") => {
-            return Err(Error::LeaseExpired { lease: a.lease });
-        }
-        r => r?,
-    };
+    let resp = send(client, a.lease, request(a, mode)).await?;
     read_answer(a, mode, &resp)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::acquire::{Mode, op, ranges};
-use super::super::entry::{DEFAULT_TTL, LeaseSource};
+use super::super::entry::{DEFAULT_TTL, LeaseSource, before, while_alive};
 use super::super::key;
 use super::super::release::{LeaseUse, Reservation, leave_all};
 use super::super::rule::{Rule, Turn};
@@ -153,24 +153,14 @@ impl SetEntry {
             name: self.label(),
             after: timeout.unwrap_or_default(),
         };
-        let r = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.ready())
-                .await
-                .map_err(|_| timed_out())??,
-            None => self.ready().await?,
-        };
+        let r = before(deadline, self.ready(), timed_out).await?;
         let turn = async {
             let q = acquire(&r.session.client, &r.acquire(), Mode::Queue).await?;
             r.known(q.rev);
             wait_behind(&r, &q).await?;
             Ok(q.rev)
         };
-        let outcome = tokio::select! {
-            res = turn => res,
-            lost = r.session.wait_lost() => Err(r.session.lost_error(lost)),
-            _ = crate::rt::sleep_until_opt(deadline) => Err(timed_out()),
-        };
-        let outcome = outcome.and_then(|rev| r.session.check_alive().map(|()| rev));
+        let outcome = while_alive(&r.session, deadline, turn, timed_out).await;
         finish(r, outcome).await
     }
 

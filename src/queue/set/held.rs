@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use super::super::acquire::op;
+use super::super::held::{guarded_txn, put_op, released};
 use super::super::release::{LeaseUse, Reservation, leave_all};
 use super::super::rule::compare_create;
 use super::entry::SetReady;
-use crate::client::Retry;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::session::SessionInner;
 use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
-use pb::request_op::Request as Op;
 
 /// My keys, holding every name. Dropped without
 /// [`release`](SetHeld::release), each name is released in the background
@@ -61,19 +59,7 @@ impl SetHeld {
     /// mine; the loss when the lost signal fired (nothing sent);
     /// [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        self.session.check_alive()?;
-        let req = pb::TxnRequest {
-            compare: self.is_owner(),
-            success: ops,
-            failure: vec![],
-        };
-        let resp = self.session.client.txn(Retry::IfNotSent, req).await?;
-        if !resp.succeeded {
-            return Err(Error::LockLost {
-                key: self.keys[0].clone(),
-            });
-        }
-        Ok(resp)
+        guarded_txn(&self.session, self.is_owner(), ops, &self.keys[0]).await
     }
 
     /// Writes `key = value` only while I hold every name.
@@ -81,13 +67,7 @@ impl SetHeld {
     /// # Errors
     /// As [`txn`](Self::txn).
     pub(crate) async fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision> {
-        let put = pb::PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease: 0,
-            prev_kv: false,
-        };
-        let resp = self.txn(vec![op(Op::RequestPut(put))]).await?;
+        let resp = self.txn(vec![put_op(key, value)]).await?;
         Ok(Revision(resp.header.map_or(0, |h| h.revision)))
     }
 
@@ -99,19 +79,7 @@ impl SetHeld {
     /// network errors.
     pub(crate) async fn release(self) -> Result<()> {
         let lost = self.session.lost();
-        let done = match (leave_all(self.slots).await, lost) {
-            (Ok(done), _) => done,
-            (Err(_), Some(r)) => return Err(self.session.lost_error(r)),
-            (Err(e), None) => return Err(e),
-        };
-        let gone = || match self.lease_use {
-            LeaseUse::Own => Error::LeaseExpired {
-                lease: self.session.lease,
-            },
-            LeaseUse::Shared => Error::LockLost {
-                key: self.keys[0].clone(),
-            },
-        };
-        self.session.release_outcome(lost, done, gone)
+        let left = leave_all(self.slots).await;
+        released(&self.session, lost, left, self.lease_use, &self.keys[0])
     }
 }
