@@ -12,6 +12,9 @@
 //! 64 acquisitions in flight, compared with N raw txns at 64 in flight, in
 //! alternating rounds), `callpath` (two `Txn`s through locker's `Client`
 //! against the same two on a bare tonic channel, op by op).
+//! `sets` (acquire and release of k = 1, 4, 16 free names at once with
+//! `lock_all`, against k `lock`s taken one after another and released, on
+//! leases of their own and on a session, in alternating rounds).
 //! `baseline` (etcd's server-side `Lock` + `Unlock` RPCs on a lease the
 //! bench keeps alive, interleaved op by op with locker's session cycle, the
 //! raw shapes of etcd's Go recipe and variants of locker's two requests,
@@ -62,6 +65,7 @@ fn args() -> Result<Args, String> {
             "semaphore",
             "many",
             "callpath",
+            "sets",
         ]
         .map(String::from)
         .to_vec(),
@@ -1196,10 +1200,92 @@ async fn main() {
             }
             "many" => many(&eps, a.ops.unwrap_or(10_000)).await,
             "callpath" => callpath(&eps, a.ops.unwrap_or(2000)).await,
+            "sets" => sets(&eps, a.ops.unwrap_or(300)).await,
             other => {
                 eprintln!("bench: unknown mode {other}");
                 std::process::exit(2);
             }
         }
     }
+}
+
+/// One cycle of the `sets` mode: `k` free names taken and released, as one
+/// set or as `k` locks one after another; on leases of their own or on a
+/// session.
+async fn set_cycle(
+    client: &Client,
+    session: &locker::Session,
+    names: &[String],
+    as_set: bool,
+    own: bool,
+) {
+    if as_set {
+        let set = match own {
+            true => client.lock_all(names.to_vec()).await,
+            false => session.lock_all(names.to_vec()).await,
+        };
+        set.expect("lock_all").release().await.expect("release");
+        return;
+    }
+    let mut held = Vec::with_capacity(names.len());
+    for n in names {
+        let g = match own {
+            true => client.lock(n.clone()).await,
+            false => session.lock(n.clone()).await,
+        };
+        held.push(g.expect("lock"));
+    }
+    for g in held {
+        g.release().await.expect("release");
+    }
+}
+
+/// `sets`: for k = 1, 4, 16 and each lease kind, `ops` cycles as a set and
+/// as single locks, alternating in 3 rounds; one line per (k, lease).
+async fn sets(eps: &[String], ops: usize) {
+    let client = connect(eps).await;
+    let session = client
+        .session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    for k in [1usize, 4, 16] {
+        let names: Vec<String> = (0..k).map(|i| format!("bench/set/{k}/{i}")).collect();
+        for own in [true, false] {
+            let (mut set, mut singles) = (Vec::new(), Vec::new());
+            let c0 = commits(&eps[0]).await;
+            let mut set_commits = 0.0;
+            for round in 0..3 {
+                for as_set in [round % 2 == 0, round % 2 != 0] {
+                    let before = commits(&eps[0]).await;
+                    for _ in 0..ops / 3 {
+                        let t = Instant::now();
+                        set_cycle(&client, &session, &names, as_set, own).await;
+                        match as_set {
+                            true => set.push(ms(t.elapsed())),
+                            false => singles.push(ms(t.elapsed())),
+                        }
+                    }
+                    if as_set {
+                        set_commits += commits(&eps[0]).await - before;
+                    }
+                }
+            }
+            let all_commits = commits(&eps[0]).await - c0;
+            let n = (ops / 3 * 3).max(1) as f64;
+            let (s, o) = (stats(set), stats(singles));
+            println!(
+                "{{\"mode\":\"sets\",\"k\":{k},\"lease\":\"{}\",\"ops\":{},\"set_p50_ms\":{:.3},\"set_p99_ms\":{:.3},\"singles_p50_ms\":{:.3},\"singles_p99_ms\":{:.3},\"singles_over_set_p50\":{:.2},\"set_commits_per_op\":{:.1},\"singles_commits_per_op\":{:.1}}}",
+                if own { "own" } else { "session" },
+                ops / 3 * 3,
+                s.p50,
+                s.p99,
+                o.p50,
+                o.p99,
+                o.p50 / s.p50.max(1e-9),
+                set_commits / n,
+                (all_commits - set_commits) / n,
+            );
+        }
+    }
+    session.close().await.expect("close");
 }

@@ -165,6 +165,15 @@ pub enum Error {
         /// The queue revision of the existing key.
         revision: Revision,
     },
+    /// A set of locks names more locks than one etcd transaction can
+    /// take: its acquire has two operations per name, and etcd refuses a
+    /// transaction of more than `--max-txn-ops` (128 by default).
+    TooManyNames {
+        /// The distinct names asked for.
+        count: usize,
+        /// The most names a set may hold, [`MAX_SET_NAMES`](crate::MAX_SET_NAMES).
+        limit: usize,
+    },
     /// The session was closed; it cannot take new locks.
     SessionClosed,
     /// A watch was cancelled by the server and cannot resume (for example
@@ -210,6 +219,7 @@ impl fmt::Display for Error {
             | Error::AcquireTimeout { .. }
             | Error::AlreadyLocked { .. }
             | Error::LimitMismatch { .. }
+            | Error::TooManyNames { .. }
             | Error::SessionClosed
             | Error::WatchCanceled { .. } => self.fmt_state(f),
             _ => self.fmt_call(f),
@@ -329,6 +339,10 @@ impl Error {
             } => write!(
                 f,
                 "{name:?} is held or awaited by users that set no permit limit (a plain lock?), so it cannot be used as a semaphore of {asked} now"
+            ),
+            Error::TooManyNames { count, limit } => write!(
+                f,
+                "a set of {count} lock names; at most {limit} fit in one etcd transaction (2 operations a name, etcd's default --max-txn-ops is 128): split the set"
             ),
             Error::SessionClosed => write!(f, "the session is closed"),
             Error::WatchCanceled { reason } => write!(f, "watch canceled by etcd: {reason}"),

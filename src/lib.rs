@@ -16,7 +16,9 @@
 //!   of my own key after it, a release that never deletes another's key.
 //!   Whose turn it is, is a parameter (the rule).
 //! - `lock/`: the mutex on the engine: [`LockRequest`], [`TryLock`],
-//!   [`LockGuard`] with its fencing token.
+//!   [`LockGuard`] with its fencing token; several names at once, all or
+//!   none and free of deadlock, with one token: [`LockAllRequest`],
+//!   [`MultiLockGuard`].
 //! - `rwlock/`, `semaphore/`: shared and counted holders on the engine:
 //!   [`Client::read_lock`], [`Client::write_lock`], [`Semaphore`].
 //! - `election/`: leader election on the engine: [`CampaignRequest`],
@@ -77,11 +79,14 @@ pub use audit::{AuditSink, WireKind, WireRecord};
 pub use client::{Client, ClientBuilder, MemberStatus, paths};
 pub use election::{CampaignRequest, Leadership};
 pub use error::{Error, Result};
-pub use lock::{LockGuard, LockRequest, RunStopped, TryLock, TryLockRequest};
-pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockWatch};
+pub use lock::{
+    LockAllRequest, LockGuard, LockRequest, MultiLockGuard, RunStopped, TryLock, TryLockAll,
+    TryLockAllRequest, TryLockRequest,
+};
+pub use observe::{ElectionEvent, EventStream, LeaderWatch, LockEvent, LockSet, LockWatch};
 pub use queue::{
-    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS, default_value,
-    validate_name,
+    DEFAULT_TTL, MAX_NAME_LEN, MAX_PERMITS, MAX_SET_NAMES, MAX_VALUE_LEN, RESERVED_LAST_SEGMENTS,
+    default_value, validate_name,
 };
 pub use semaphore::Semaphore;
 pub use session::{LostReason, Session};

@@ -71,8 +71,15 @@
 //! holds after etcd has given its place away; what is checked for it is
 //! that its lost signal fired and etcd refused its writes (and reads).
 //!
+//! - set of locks: each client takes a random subset of 5 names at once
+//!   (`lock_all`, in a random order), reads each name's counter and writes
+//!   every one + 1 in one `Txn` guarded by the whole set. Checked per name
+//!   as the mutex: no overlap on any name, tokens grow, every counter
+//!   exact.
+//!
 //! Each has a short test (30 s, 45 s at most): [`election_under_random_faults`],
-//! [`rwlock_under_random_faults`], [`semaphore_under_random_faults`].
+//! [`rwlock_under_random_faults`], [`semaphore_under_random_faults`],
+//! [`set_under_random_faults`].
 //!
 //! `etcd_anomalies` counts leases that etcd itself revoked although their
 //! holders kept them alive, right after a frozen leader was continued (seen
@@ -86,7 +93,7 @@
 //!
 //! The same checker for longer (default 600 s), in the mode named by
 //! `LOCKER_SOAK_MODE` (`mutex`, the default; `election`; `rwlock`, 3
-//! readers per writer; `semaphore`, 3 permits):
+//! readers per writer; `semaphore`, 3 permits; `set`, subsets of 5 names):
 //!
 //! ```text
 //! LOCKER_SOAK_SECS=600 LOCKER_SOAK_MODE=rwlock cargo test --release --features testing --test chaos -- --ignored soak --nocapture
@@ -118,7 +125,7 @@ use std::time::Duration;
 
 use locker::testing::{Etcd, Proxy, ProxyMode, wait_until, within};
 use locker::wire::etcdserverpb as pb;
-use locker::{Client, Error, Leadership, LeaseId, LockGuard, Session};
+use locker::{Client, Error, Leadership, LeaseId, LockGuard, MultiLockGuard, Session};
 use tokio::time::{Instant, timeout};
 
 // ---------------------------------------------------------------------------
@@ -282,6 +289,11 @@ enum Primitive {
     /// [`Client::semaphore`]: every holder increments a counter of its own
     /// client (`chaos/counter/{client}`) with a guarded write.
     Semaphore { permits: u32 },
+    /// [`Client::lock_all`]: a random subset of `names` names (in a random
+    /// order) at once; inside, read each name's counter
+    /// (`chaos/counter/set/{name}`) and write every one + 1 in one `Txn`
+    /// guarded by the whole set.
+    Set { names: usize },
 }
 
 impl Primitive {
@@ -292,6 +304,7 @@ impl Primitive {
             Primitive::Election => "election",
             Primitive::RwLock { .. } => "rwlock",
             Primitive::Semaphore { .. } => "semaphore",
+            Primitive::Set { .. } => "set",
         }
     }
 
@@ -306,8 +319,11 @@ impl Primitive {
                 readers_per_writer: 3,
             },
             "semaphore" => Primitive::Semaphore { permits: 3 },
+            "set" => Primitive::Set { names: 5 },
             other => {
-                panic!("LOCKER_SOAK_MODE={other:?}: expected mutex, election, rwlock or semaphore")
+                panic!(
+                    "LOCKER_SOAK_MODE={other:?}: expected mutex, election, rwlock, semaphore or set"
+                )
             }
         }
     }
@@ -315,7 +331,7 @@ impl Primitive {
     /// What client `c` takes in its round `round`.
     fn role(self, c: usize, round: usize) -> Role {
         match self {
-            Primitive::Mutex | Primitive::Election => Role::Exclusive,
+            Primitive::Mutex | Primitive::Election | Primitive::Set { .. } => Role::Exclusive,
             Primitive::RwLock { readers_per_writer } => {
                 if (c + round) % (readers_per_writer + 1) == 0 {
                     Role::Exclusive
@@ -337,10 +353,23 @@ impl Primitive {
 
     /// Every counter a run of `clients` may write.
     fn counter_keys(self, clients: usize) -> Vec<String> {
+        if let Primitive::Set { names } = self {
+            return (0..names).map(set_counter).collect();
+        }
         let mut keys: Vec<String> = (0..clients).map(|c| self.counter_key(c)).collect();
         keys.dedup();
         keys
     }
+}
+
+/// The name of set member `i` in the set mode.
+fn set_name(i: usize) -> String {
+    format!("chaos/set/{i}")
+}
+
+/// The counter of set member `i`.
+fn set_counter(i: usize) -> String {
+    format!("{COUNTER}/set/{i}")
 }
 
 /// What a holder is allowed to do alongside others.
@@ -753,6 +782,20 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
                 None => continue,
             }
         }
+        if let Primitive::Set { names } = cfg.primitive {
+            let mut r = SetRound {
+                c,
+                client: &client,
+                cfg: &cfg,
+                shared: &shared,
+                rng: &mut rng,
+                last_success: &mut last_success,
+            };
+            if !r.run(names, &mut session).await {
+                pause().await;
+            }
+            continue;
+        }
         let role = cfg.primitive.role(c, round);
         let request = acquire(cfg.primitive, role, c, &client, session.as_ref(), cfg.ttl);
         // A session request dropped at a random moment: its clean-up runs
@@ -886,6 +929,198 @@ async fn worker(c: usize, client: Client, cfg: Config, shared: Arc<Shared>) {
     if let Some(s) = session {
         let _ = shared.bounded(c, "closing a session", s.close()).await;
     }
+}
+
+/// One round of a client in the set mode.
+struct SetRound<'a> {
+    c: usize,
+    client: &'a Client,
+    cfg: &'a Config,
+    shared: &'a Shared,
+    rng: &'a mut Rng,
+    last_success: &'a mut Instant,
+}
+
+impl SetRound<'_> {
+    /// A random subset of `names` names (at least one), in a random order.
+    fn pick(&mut self, names: usize) -> Vec<usize> {
+        let mut picked: Vec<usize> = (0..names).filter(|_| self.rng.below(2) == 0).collect();
+        if picked.is_empty() {
+            picked.push(self.rng.below(names as u64) as usize);
+        }
+        for i in (1..picked.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            picked.swap(i, j);
+        }
+        picked
+    }
+
+    /// Takes a random subset of the names at once, increments each name's
+    /// counter in one `Txn` guarded by the set, then releases (or, on a
+    /// session, one round in four drops the guard). Records one history
+    /// entry per name, all with the set's token. False after an error
+    /// worth a pause.
+    async fn run(&mut self, names: usize, session: &mut Option<Session>) -> bool {
+        let (c, shared) = (self.c, self.shared);
+        let picked = self.pick(names);
+        let set_names: Vec<String> = picked.iter().map(|&i| set_name(i)).collect();
+        let request = match session.as_ref() {
+            Some(s) => s.lock_all(set_names),
+            None => self.client.lock_all(set_names).ttl(self.cfg.ttl),
+        };
+        let request = request
+            .value(format!("client-{c}"))
+            .timeout(LOCK_TIMEOUT)
+            .into_future();
+        let on_session = session.is_some();
+        let cut =
+            (on_session && self.rng.below(SESSION_DROP_EVERY) == 0).then(|| self.rng.ms(5, 400));
+        let request = async move {
+            match cut {
+                Some(d) => tokio::time::timeout(d, request).await.ok(),
+                None => Some(request.await),
+            }
+        };
+        let called_at = shared.now();
+        let set = match shared.bounded(c, "lock_all", request).await {
+            Some(Some(Ok(set))) => set,
+            Some(None) => {
+                shared.dropped_requests.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            Some(Some(Err(e))) => {
+                shared.error("lock_all", &e);
+                return e.is_lost() || matches!(e, Error::AcquireTimeout { .. });
+            }
+            None => return true,
+        };
+        let acquired_at = shared.now();
+        shared.holding[c].store(true, Ordering::Relaxed);
+        shared.acquisitions.fetch_add(1, Ordering::Relaxed);
+        shared.stall(self.last_success.elapsed());
+        *self.last_success = Instant::now();
+        let mut records: Vec<Record> = picked
+            .iter()
+            .map(|&i| Record {
+                client: c,
+                role: Role::Exclusive,
+                counter_key: set_counter(i),
+                lease: set.lease(),
+                token: set.fencing_token().0,
+                called_at,
+                acquired_at,
+                guarded_at: None,
+                end_at: acquired_at,
+                outcome: Outcome::NoRead,
+            })
+            .collect();
+        let lost_seen = set_section(c, &set, self.client, shared, &mut records).await;
+        shared.holding[c].store(false, Ordering::Relaxed);
+        if on_session && self.rng.below(SESSION_DROP_EVERY) == 0 {
+            drop(set);
+            shared.dropped_guards.fetch_add(1, Ordering::Relaxed);
+        } else {
+            match shared.bounded(c, "release", set.release()).await {
+                Some(Ok(())) if lost_seen => shared.violation_by(
+                    c,
+                    format!(
+                        "release reported success for a set already lost (token {})",
+                        records[0].token
+                    ),
+                ),
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    shared.error("release", &e);
+                    if !e.is_lost() {
+                        *session = None;
+                    }
+                }
+                None => *session = None,
+            }
+        }
+        let end_at = shared.now();
+        let mut history = shared.history.lock().unwrap();
+        for mut r in records {
+            r.end_at = end_at;
+            history.push(r);
+        }
+        true
+    }
+}
+
+/// The critical section of a set: read every name's counter, then write
+/// each + 1 in one `Txn` guarded by the whole set (or, once the lost
+/// signal fired, try it and expect a refusal). Whether the loss was seen.
+async fn set_section(
+    c: usize,
+    set: &MultiLockGuard,
+    client: &Client,
+    shared: &Shared,
+    records: &mut [Record],
+) -> bool {
+    let mut values = Vec::with_capacity(records.len());
+    for r in records.iter() {
+        let read = shared
+            .bounded(c, "reading a counter", client.get(&r.counter_key))
+            .await;
+        match read.map(|r| r.map(parse_counter)) {
+            Some(Ok(Some(n))) => values.push(n + 1),
+            Some(Ok(None)) => {
+                shared.violation_by(c, format!("the counter {} is not a number", r.counter_key));
+                return false;
+            }
+            Some(Err(e)) => {
+                shared.error("read", &e);
+                return false;
+            }
+            None => return false,
+        }
+    }
+    let puts = records
+        .iter()
+        .zip(&values)
+        .map(|(r, v)| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: r.counter_key.as_bytes().to_vec(),
+                value: v.to_string().into_bytes(),
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let lost_before = set.is_lost();
+    let sent = shared.now();
+    let write = shared.bounded(c, "a guarded write", set.txn(puts)).await;
+    let outcome = |v: i64| match &write {
+        Some(Ok(_)) if lost_before => Outcome::Unknown(v),
+        Some(Ok(_)) => Outcome::Committed(v),
+        Some(Err(Error::LockLost { .. } | Error::LeaseExpired { .. })) if lost_before => {
+            Outcome::LostBeforeWrite
+        }
+        Some(Err(Error::LockLost { .. } | Error::LeaseExpired { .. })) => Outcome::Refused,
+        Some(Err(Error::Unreachable { .. })) => Outcome::NotApplied,
+        _ => Outcome::Unknown(v),
+    };
+    match &write {
+        Some(Ok(_)) if lost_before => shared.violation_by(
+            c,
+            format!(
+                "a set's guarded write was accepted after the lost signal fired (token {})",
+                records[0].token
+            ),
+        ),
+        Some(Err(e)) => shared.error("write", e),
+        _ => {}
+    }
+    for (r, v) in records.iter_mut().zip(values) {
+        r.outcome = outcome(v);
+        if !lost_before {
+            r.guarded_at = Some(sent);
+        }
+    }
+    matches!(
+        records[0].outcome,
+        Outcome::Refused | Outcome::LostBeforeWrite
+    )
 }
 
 /// The critical section of a writer (mutex holder, leader, writer, permit
@@ -1456,9 +1691,10 @@ fn check_history(
 ) -> Checked {
     let mut v = Vec::new();
     // Every granted key is distinct: a token is never granted twice.
-    let mut by_token: BTreeMap<i64, &Record> = BTreeMap::new();
+    // (A set's records share its token, one per name.)
+    let mut by_token: BTreeMap<(i64, &str), &Record> = BTreeMap::new();
     for r in history {
-        if let Some(other) = by_token.insert(r.token, r) {
+        if let Some(other) = by_token.insert((r.token, &r.counter_key), r) {
             v.push(format!(
                 "token {} granted twice: to client {} (lease {}) and client {} (lease {})",
                 r.token, other.client, other.lease, r.client, r.lease
@@ -1694,6 +1930,19 @@ async fn short_run(primitive: Primitive, target: usize) -> Report {
     );
     assert!(report.committed > 0, "{report:?}");
     report
+}
+
+/// Sets of locks: 8 clients take random subsets of 5 names at once, in
+/// random orders: on every name no overlap, growing tokens, an exact
+/// counter; nothing hangs (no deadlock) under kill / stop / partition on 3
+/// members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_under_random_faults() {
+    let report = short_run(Primitive::Set { names: 5 }, 600).await;
+    eprintln!(
+        "set mode: {} sets, {} names written, max stall {} ms",
+        report.acquisitions, report.committed, report.max_stall_ms
+    );
 }
 
 /// Election: leaders' guarded sections never overlap, tokens grow, the

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locker::testing::Etcd;
-use locker::{Client, ElectionEvent, LockEvent, TryLock, WireKind, WireRecord};
+use locker::{Client, ElectionEvent, LockEvent, TryLock, TryLockAll, WireKind, WireRecord};
 use tokio::time::{Instant, timeout};
 
 const COMMITS: &str = "etcd_server_proposals_committed_total";
@@ -154,6 +154,61 @@ fn semaphore_txn(name: &str, permits: u32, key: &str, value_len: usize, lease: &
     );
     format!(
         "call /etcdserverpb.KV/Txn txn if [create({all}) == 0] then [{set_limit}, {put}] else [txn if [value({limit}) == \"{permits}\", {only_permits}] then [txn if [create(\"{key}\") == 0] then [{put}, {holders}, {newest}] else [range \"{key}\", {holders}]] else [range {limit}, {others}]]"
+    )
+}
+
+/// A set's acquire: every key absent, then the puts and each name's first
+/// key; else my keys and each name's first key.
+fn set_txn(names: &[&str], lease: &str, value_len: usize) -> String {
+    let key = |n: &str| format!("\"{n}/{lease}\"");
+    let compares: Vec<_> = names
+        .iter()
+        .map(|n| format!("create({}) == 0", key(n)))
+        .collect();
+    let puts = names
+        .iter()
+        .map(|n| format!("put {} value_len={value_len} lease={lease}", key(n)));
+    let firsts: Vec<_> = names.iter().map(|n| owner_range(n)).collect();
+    let mine = names.iter().map(|n| format!("range {}", key(n)));
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [{}] then [{}] else [{}]",
+        compares.join(", "),
+        puts.chain(firsts.clone()).collect::<Vec<_>>().join(", "),
+        mine.chain(firsts).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// A set's try: no key under any name, then the puts; else my keys and
+/// each name's first key.
+fn set_try_txn(names: &[&str], lease: &str, value_len: usize) -> String {
+    let key = |n: &str| format!("\"{n}/{lease}\"");
+    let compares: Vec<_> = names
+        .iter()
+        .map(|n| format!("create(\"{n}/\"..\"{n}0\") == 0"))
+        .collect();
+    let puts: Vec<_> = names
+        .iter()
+        .map(|n| format!("put {} value_len={value_len} lease={lease}", key(n)))
+        .collect();
+    let firsts = names.iter().map(|n| owner_range(n));
+    let mine = names.iter().map(|n| format!("range {}", key(n)));
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [{}] then [{}] else [{}]",
+        compares.join(", "),
+        puts.join(", "),
+        mine.chain(firsts).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// A set's release on a session: one Txn of guarded deletes.
+fn set_release_txn(keys: &[String], token: i64) -> String {
+    let deletes: Vec<_> = keys
+        .iter()
+        .map(|k| format!("txn if [create(\"{k}\") == {token}] then [delete \"{k}\"] else []"))
+        .collect();
+    format!(
+        "call /etcdserverpb.KV/Txn txn if [] then [{}] else []",
+        deletes.join(", ")
     )
 }
 
@@ -671,7 +726,88 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     p2.release().await.unwrap();
     rec.take();
     other_rec.take();
+    sets(&client, &other, &rec, &other_rec, &etcd, &mut measure).await;
     check_readme_table(&table);
+}
+
+/// The transcripts of a set of three names: free on its own lease, busy
+/// for a try, and on a session.
+async fn sets(
+    client: &Client,
+    other: &Client,
+    rec: &Recorder,
+    other_rec: &Recorder,
+    etcd: &Etcd,
+    measure: &mut impl FnMut(&'static str, &[String], i64),
+) {
+    let names = ["t/m1", "t/m2", "t/m3"];
+    let c0 = commits(etcd).await;
+    let set = client
+        .lock_all(["t/m3", "t/m1", "t/m2"])
+        .ttl(TTL)
+        .value("v")
+        .await
+        .unwrap();
+    let lease = set.lease().to_string();
+    let got = rec.sent();
+    assert_eq!(got, [GRANT_60.to_owned(), set_txn(&names, &lease, 1)]);
+    measure("lock_all (3 free names)", &got, commits(etcd).await - c0);
+
+    let c0 = commits(etcd).await;
+    let busy = other.try_lock_all(names).ttl(TTL).value("v").await.unwrap();
+    let TryLockAll::Held(h) = busy else {
+        panic!("double grant")
+    };
+    assert_eq!(h.key, set.keys()[0]);
+    let got = other_rec.sent();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let ol = got[2].rsplit('=').next().unwrap().to_owned();
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            set_try_txn(&names, &ol, 1),
+            format!("call /etcdserverpb.Lease/LeaseRevoke revoke id={ol}"),
+        ]
+    );
+    measure("try_lock_all (held)", &got, commits(etcd).await - c0);
+
+    let c0 = commits(etcd).await;
+    set.release().await.unwrap();
+    let got = rec.sent();
+    assert_eq!(
+        got,
+        [format!(
+            "call /etcdserverpb.Lease/LeaseRevoke revoke id={lease}"
+        )]
+    );
+    measure(
+        "lock_all release (own lease)",
+        &got,
+        commits(etcd).await - c0,
+    );
+
+    let session = client.session(TTL).await.unwrap();
+    let sl = session.lease().to_string();
+    rec.take();
+    let c0 = commits(etcd).await;
+    let set = session.lock_all(names).value("v").await.unwrap();
+    let got = rec.sent();
+    assert_eq!(got, [set_txn(&names, &sl, 1)]);
+    measure(
+        "session lock_all (3 free names)",
+        &got,
+        commits(etcd).await - c0,
+    );
+
+    let c0 = commits(etcd).await;
+    let (keys, token) = (set.keys().to_vec(), set.fencing_token().0);
+    set.release().await.unwrap();
+    let got = rec.sent();
+    assert_eq!(got, [set_release_txn(&keys, token)]);
+    measure("session lock_all release", &got, commits(etcd).await - c0);
+    session.close().await.unwrap();
+    rec.take();
 }
 
 /// The wire table (docs/wire.md), between its markers: operation -> (calls, commits).

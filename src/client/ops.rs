@@ -227,23 +227,22 @@ impl Client {
     /// # Cancel safety
     /// Cancel safe (a read).
     pub async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
-        let resp = self.lease_time_to_live_raw(lease).await?;
+        let resp = self.lease_time_to_live_raw(lease, false).await?;
         Ok((resp.ttl >= 0).then(|| Duration::from_secs(resp.ttl as u64)))
     }
 
-    /// `Lease/LeaseTimeToLive`, the whole answer (remaining and granted TTL).
+    /// `Lease/LeaseTimeToLive`, the whole answer (remaining and granted TTL;
+    /// with `keys`, the keys attached to the lease).
     pub(crate) async fn lease_time_to_live_raw(
         &self,
         lease: LeaseId,
+        keys: bool,
     ) -> Result<pb::LeaseTimeToLiveResponse> {
         let resp = self
             .unary(
                 paths::LEASE_TTL,
                 Retry::Safe,
-                pb::LeaseTimeToLiveRequest {
-                    id: lease.0,
-                    keys: false,
-                },
+                pb::LeaseTimeToLiveRequest { id: lease.0, keys },
                 |ch, r| async move { LeaseClient::new(ch).lease_time_to_live(r).await },
             )
             .await?;

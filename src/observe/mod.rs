@@ -6,15 +6,18 @@
 //! - `feed.rs`: the one watcher task under both streams: snapshot, watch
 //!   from the next revision, events by revision, resume, resync.
 //! - `lock_watch.rs`, `leader_watch.rs`: the two streams' events.
+//! - `set.rs`: the set a key belongs to ([`Client::lock_set`]).
 
 mod feed;
 mod keys;
 mod leader_watch;
 mod lock_watch;
+mod set;
 
 pub use feed::EventStream;
 pub use leader_watch::{ElectionEvent, LeaderWatch};
 pub use lock_watch::{LockEvent, LockWatch};
+pub use set::LockSet;
 
 use crate::client::{Client, Retry, prefix_end};
 use crate::error::{Error, Result};

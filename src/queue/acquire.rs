@@ -62,15 +62,27 @@ impl Queued {
 /// [`Error::LeaseExpired`] when etcd no longer knows my lease; network
 /// errors; [`Error::Protocol`] for an answer of the wrong shape.
 pub(crate) async fn acquire(client: &Client, a: &Acquire<'_>, mode: Mode) -> Result<Queued> {
-    let req = request(a, mode);
-    // Safe to resend: a second try finds my key and reads it back.
-    let resp = match client.txn(Retry::Safe, req).await {
-        Err(Error::Etcd { message, .. }) if message.contains("lease not found") => {
-            return Err(Error::LeaseExpired { lease: a.lease });
-        }
-        r => r?,
-    };
+    let resp = send(client, a.lease, request(a, mode)).await?;
     read_answer(a, mode, &resp)
+}
+
+/// Sends an acquire `Txn` that puts keys on `lease`; etcd's "lease not
+/// found" is the lease's expiry.
+///
+/// # Errors
+/// [`Error::LeaseExpired`]; network errors.
+pub(crate) async fn send(
+    client: &Client,
+    lease: LeaseId,
+    req: pb::TxnRequest,
+) -> Result<pb::TxnResponse> {
+    // Safe to resend: a second try finds the keys it put and reads them back.
+    match client.txn(Retry::Safe, req).await {
+        Err(Error::Etcd { message, .. }) if message.contains("lease not found") => {
+            Err(Error::LeaseExpired { lease })
+        }
+        r => r,
+    }
 }
 
 /// The acquire `Txn`: if no blocker exists, put my key: I hold. Otherwise,

@@ -128,12 +128,7 @@ impl Entry {
             after: timeout.unwrap_or_default(),
         };
         // The grant and the name's reservation count against the timeout.
-        let r = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.ready())
-                .await
-                .map_err(|_| timed_out())??,
-            None => self.ready().await?,
-        };
+        let r = before(deadline, self.ready(), timed_out).await?;
         let prefix = key::prefix(&self.name);
         let turn = async {
             let a = self.acquire(&r, &prefix);
@@ -149,13 +144,7 @@ impl Entry {
             }
             Ok((q.rev, q.found))
         };
-        let outcome = tokio::select! {
-            res = turn => res,
-            lost = r.session.wait_lost() => Err(r.session.lost_error(lost)),
-            _ = crate::rt::sleep_until_opt(deadline) => Err(timed_out()),
-        };
-        // The lease may have been lost just as the wait ended.
-        let outcome = outcome.and_then(|found| r.session.check_alive().map(|()| found));
+        let outcome = while_alive(&r.session, deadline, turn, timed_out).await;
         self.finish(r, outcome).await
     }
 
@@ -221,6 +210,42 @@ impl Entry {
             }
         }
     }
+}
+
+/// Runs `step` until `deadline` (none: to its end); past it, `timed_out()`.
+///
+/// # Errors
+/// `step`'s; `timed_out()`.
+pub(crate) async fn before<T>(
+    deadline: Option<Instant>,
+    step: impl Future<Output = Result<T>>,
+    timed_out: impl FnOnce() -> Error,
+) -> Result<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, step)
+            .await
+            .map_err(|_| timed_out())?,
+        None => step.await,
+    }
+}
+
+/// Runs `turn` while the session's lease lives, until `deadline`; then
+/// checks the lease once more (it may have been lost just as `turn` ended).
+///
+/// # Errors
+/// `turn`'s; the session's loss; `timed_out()` past the deadline.
+pub(crate) async fn while_alive<T>(
+    session: &SessionInner,
+    deadline: Option<Instant>,
+    turn: impl Future<Output = Result<T>>,
+    timed_out: impl FnOnce() -> Error,
+) -> Result<T> {
+    let outcome = tokio::select! {
+        res = turn => res,
+        lost = session.wait_lost() => Err(session.lost_error(lost)),
+        _ = crate::rt::sleep_until_opt(deadline) => Err(timed_out()),
+    };
+    outcome.and_then(|t| session.check_alive().map(|()| t))
 }
 
 fn no_holder() -> Error {

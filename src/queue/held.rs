@@ -105,22 +105,11 @@ impl Held {
     /// [`Error::LockLost`] when my key is gone or not mine; the loss when
     /// the lost signal fired (nothing sent); [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        self.session.check_alive()?;
         if self.follower.get().is_some_and(Follower::is_gone) {
+            self.session.check_alive()?;
             return Err(self.lost_error(LostReason::KeyDeleted));
         }
-        let req = pb::TxnRequest {
-            compare: vec![self.is_owner()],
-            success: ops,
-            failure: vec![],
-        };
-        let resp = self.session.client.txn(Retry::IfNotSent, req).await?;
-        if !resp.succeeded {
-            return Err(Error::LockLost {
-                key: self.key.clone(),
-            });
-        }
-        Ok(resp)
+        guarded_txn(&self.session, vec![self.is_owner()], ops, &self.key).await
     }
 
     /// Writes `key = value` only while I hold; returns its revision.
@@ -128,13 +117,7 @@ impl Held {
     /// # Errors
     /// As [`txn`](Self::txn).
     pub(crate) async fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision> {
-        let put = pb::PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease: 0,
-            prev_kv: false,
-        };
-        let resp = self.txn(vec![op(Op::RequestPut(put))]).await?;
+        let resp = self.txn(vec![put_op(key, value)]).await?;
         Ok(Revision(resp.header.map_or(0, |h| h.revision)))
     }
 
@@ -151,30 +134,74 @@ impl Held {
         // the lease (a revoke that finds it says nothing of the key).
         let key_gone = self.follower.get().is_some_and(Follower::is_gone);
         let lease_use = self.slot.lease_use;
-        // A loss known here is the answer, whether or not the release's own
-        // call gets through. Until my key is known gone, the name stays
-        // reserved: a new request for it on this session waits, even if
-        // this future is dropped before the answer.
-        let done = match (self.slot.leave().await, lost) {
-            (Ok(done), _) => done,
-            (Err(_), Some(r)) => return Err(self.session.lost_error(r)),
-            (Err(e), None) => return Err(e),
-        };
-        let gone = || match lease_use {
-            LeaseUse::Own => Error::LeaseExpired {
-                lease: self.session.lease,
-            },
-            LeaseUse::Shared => Error::LockLost {
-                key: self.key.clone(),
-            },
-        };
-        if lost.is_none() && key_gone {
-            return Err(gone_key(&self.key));
+        // Until my key is known gone, the name stays reserved: a new request
+        // for it on this session waits, even if this future is dropped
+        // before the answer.
+        let left = self.slot.leave().await;
+        if lost.is_none() && key_gone && left.is_ok() {
+            return Err(Error::LockLost { key: self.key });
         }
-        self.session.release_outcome(lost, done, gone)
+        released(&self.session, lost, left, lease_use, &self.key)
     }
 }
 
-fn gone_key(key: &str) -> Error {
-    Error::LockLost { key: key.into() }
+/// Runs `ops` in one `Txn` only if every compare of `owner` holds.
+///
+/// Wire calls: one `KV/Txn`, not resent once it may have reached etcd.
+///
+/// # Errors
+/// [`Error::LockLost`] naming `key` when a compare failed; the loss when
+/// the lost signal fired (nothing sent); [`Error::Ambiguous`].
+pub(crate) async fn guarded_txn(
+    session: &SessionInner,
+    owner: Vec<pb::Compare>,
+    ops: Vec<pb::RequestOp>,
+    key: &str,
+) -> Result<pb::TxnResponse> {
+    session.check_alive()?;
+    let req = pb::TxnRequest {
+        compare: owner,
+        success: ops,
+        failure: vec![],
+    };
+    let resp = session.client.txn(Retry::IfNotSent, req).await?;
+    if !resp.succeeded {
+        return Err(Error::LockLost { key: key.into() });
+    }
+    Ok(resp)
+}
+
+/// The put of `key = value`, on no lease.
+pub(crate) fn put_op(key: &[u8], value: &[u8]) -> pb::RequestOp {
+    op(Op::RequestPut(pb::PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        lease: 0,
+        prev_kv: false,
+    }))
+}
+
+/// The answer to a release, from the loss known before it (`lost`, which
+/// wins whether or not the release's own call got through) and what the
+/// leave did: whether it found what it released (`LockLost` naming `key`,
+/// or `LeaseExpired` for a lease of its own, when not).
+pub(crate) fn released(
+    session: &SessionInner,
+    lost: Option<LostReason>,
+    left: Result<bool>,
+    lease_use: LeaseUse,
+    key: &str,
+) -> Result<()> {
+    let done = match (left, lost) {
+        (Ok(done), _) => done,
+        (Err(_), Some(r)) => return Err(session.lost_error(r)),
+        (Err(e), None) => return Err(e),
+    };
+    let gone = || match lease_use {
+        LeaseUse::Own => Error::LeaseExpired {
+            lease: session.lease,
+        },
+        LeaseUse::Shared => Error::LockLost { key: key.into() },
+    };
+    session.release_outcome(lost, done, gone)
 }

@@ -35,7 +35,9 @@
 //!    drop) leaves nothing queued, by the same guarded delete.
 //!
 //! `entry.rs` ties the steps together for a request: its lease (own or a
-//! session's), its reserved name, its cleanup on drop.
+//! session's), its reserved name, its cleanup on drop. `set/` runs the
+//! same steps for several names at once, with one key per name and one
+//! create revision for them all.
 
 mod acquire;
 mod entry;
@@ -44,6 +46,7 @@ mod held;
 mod key;
 mod release;
 mod rule;
+mod set;
 mod wait;
 mod watch;
 
@@ -56,4 +59,6 @@ pub(crate) use entry::Entry;
 pub(crate) use held::Held;
 pub(crate) use key::{limit_key, prefix, validate_value};
 pub(crate) use rule::{PERMITS, READERS, Rule};
+pub use set::MAX_SET_NAMES;
+pub(crate) use set::{SetEntry, SetHeld};
 pub(crate) use watch::create_request as watch_request;

@@ -254,3 +254,129 @@ impl Drop for Reservation {
         }
     }
 }
+
+/// Deletes every key in `debts` whose create revision is the one given,
+/// in one `Txn` of guarded deletes (one commit); returns, per debt,
+/// whether it was deleted.
+///
+/// Wire calls: one `KV/Txn`, resent when its answer is lost (each delete
+/// is guarded by its compare, so a second copy deletes nothing).
+///
+/// # Errors
+/// Network errors; [`Error::Protocol`](crate::Error::Protocol) for an
+/// answer of the wrong shape.
+pub(crate) async fn delete_all_if_mine(
+    client: &Client,
+    debts: &[(String, Revision)],
+) -> Result<Vec<bool>> {
+    let guarded = debts.iter().map(|(key, rev)| {
+        op(Op::RequestTxn(pb::TxnRequest {
+            compare: vec![compare_create(key.as_bytes(), *rev)],
+            success: vec![op(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            }))],
+            failure: vec![],
+        }))
+    });
+    let req = pb::TxnRequest {
+        compare: vec![],
+        success: guarded.collect(),
+        failure: vec![],
+    };
+    // Safe to resend: every delete is guarded by its key's create revision.
+    let resp = client.txn(Retry::Safe, req).await?;
+    let done: Vec<bool> = resp
+        .responses
+        .iter()
+        .filter_map(|r| match &r.response {
+            Some(pb::response_op::Response::ResponseTxn(t)) => Some(t.succeeded),
+            _ => None,
+        })
+        .collect();
+    if done.len() != debts.len() {
+        return Err(crate::error::Error::Protocol {
+            path: crate::client::paths::TXN,
+            detail: format!(
+                "{} guarded deletes answered where {} were sent",
+                done.len(),
+                debts.len()
+            ),
+        });
+    }
+    Ok(done)
+}
+
+/// Leaves every name of a set at once: one revoke for a lease of its own,
+/// or one `Txn` of guarded deletes on a session (keys whose revision is
+/// not known are read and deleted one by one first). Returns whether the
+/// lease still existed, or every key of known revision was still there.
+///
+/// # Errors
+/// Network errors: the reservations not given up yet then leave one by
+/// one, in the background, as dropped ones do.
+///
+/// # Cancel safety
+/// Cancel safe: a drop hands each name's removal to a background task.
+pub(crate) async fn leave_all(slots: Vec<Reservation>) -> Result<bool> {
+    let Some(first) = slots.first() else {
+        return Ok(true);
+    };
+    let session = first.session.clone();
+    for r in &slots {
+        r.session.slots(|s| s.clean(&r.name, r.ticket));
+    }
+    let found = match first.lease_use {
+        LeaseUse::Own => {
+            let existed = session.revoke().await?;
+            for r in &slots {
+                r.session.slots(|s| s.all_gone(&r.name, r.ticket));
+            }
+            existed
+        }
+        LeaseUse::Shared if session.lost() == Some(LostReason::Closed) => {
+            for r in &slots {
+                r.session.slots(|s| s.all_gone(&r.name, r.ticket));
+            }
+            true
+        }
+        LeaseUse::Shared => pay_all(&session, &slots).await?,
+    };
+    for mut r in slots {
+        r.done = true;
+        r.session.slots(|s| s.finish(&r.name, r.ticket));
+    }
+    Ok(found)
+}
+
+/// Deletes what every reservation of `slots` owes: one guarded `Txn` (per
+/// [`SET_DELETES_PER_TXN`] keys) for the keys of known revision, one by
+/// one for the others.
+async fn pay_all(session: &SessionInner, slots: &[Reservation]) -> Result<bool> {
+    let mut known = Vec::new();
+    for r in slots {
+        for d in session.slots(|s| s.debts(&r.name, r.ticket)) {
+            match d.rev {
+                Some(rev) => known.push((r, d.key, rev)),
+                None => {
+                    delete_queued(&session.client, &d.key).await?;
+                    session.slots(|s| s.gone(&r.name, r.ticket, &d.key));
+                }
+            }
+        }
+    }
+    let mut found = true;
+    for chunk in known.chunks(SET_DELETES_PER_TXN) {
+        let debts: Vec<_> = chunk.iter().map(|(_, k, rev)| (k.clone(), *rev)).collect();
+        let done = delete_all_if_mine(&session.client, &debts).await?;
+        found &= done.iter().all(|d| *d);
+        for (r, key, _) in chunk {
+            session.slots(|s| s.gone(&r.name, r.ticket, key));
+        }
+    }
+    Ok(found)
+}
+
+/// Guarded deletes in one release `Txn`: each is a nested transaction, one
+/// operation of the outer one, within etcd's default `--max-txn-ops`.
+const SET_DELETES_PER_TXN: usize = 64;

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
 use std::time::Duration;
 
-use locker::{Client, Error, Holder, Session, TryLock};
+use locker::{Client, Error, Holder, Session, TryLock, TryLockAll};
 use tokio::time::Instant;
 
 use crate::args::HoldArgs;
@@ -140,7 +140,7 @@ async fn within<F: Future>(deadline: Option<Deadline>, work: F) -> Option<F::Out
 
 fn timed_out(args: &HoldArgs, deadline: Option<Deadline>) -> NotTaken {
     NotTaken::TimedOut {
-        name: args.name.clone(),
+        name: args.label(),
         after: deadline.map_or(Duration::ZERO, |d| d.after),
     }
 }
@@ -199,7 +199,7 @@ impl Turn<'_> {
             };
             say(&format!(
                 "{what} {:?} after {:.1?}",
-                self.args.name,
+                self.args.label(),
                 started.elapsed()
             ));
         }
@@ -222,6 +222,9 @@ impl Turn<'_> {
             }
             return req.await.map(Guard::Leader);
         }
+        if let Some(names) = args.set() {
+            return self.request_set(names, left).await;
+        }
         let mut req = match (args.shared, args.limit) {
             (true, _) => s.read_lock(name),
             (false, Some(n)) => s.semaphore(name, n).acquire(),
@@ -236,8 +239,50 @@ impl Turn<'_> {
         req.await.map(Guard::Lock)
     }
 
+    /// The request for a set of locks.
+    async fn request_set(
+        &self,
+        names: Vec<String>,
+        left: Option<Duration>,
+    ) -> locker::Result<Guard> {
+        let mut req = self.session.lock_all(names);
+        if let Some(v) = value(self.args) {
+            req = req.value(v);
+        }
+        if let Some(left) = left {
+            req = req.timeout(left);
+        }
+        req.await.map(Guard::Set)
+    }
+
+    /// `waiting for "A, B": "B" held by "VALUE" (key K, fencing token N)`:
+    /// each name of the set still held or awaited by others.
+    async fn notice_waiting_set(&self, names: &[String]) {
+        let mine = self.session.lease();
+        let mut busy = Vec::new();
+        for name in names {
+            let read = tokio::time::timeout(WAIT_NOTICE, self.client.holder(name)).await;
+            if let Ok(Ok(Some(h))) = read.map(|r| r.map(|h| h.filter(|h| h.lease != mine))) {
+                busy.push(format!(
+                    "{name:?} held by {:?} (key {}, fencing token {})",
+                    h.value_str(),
+                    h.key,
+                    h.fencing_token
+                ));
+            }
+        }
+        say(&format!(
+            "waiting for {:?}: {}",
+            self.args.label(),
+            busy.join("; ")
+        ));
+    }
+
     /// `waiting for "NAME": held by "VALUE" (key K, fencing token N); 2 ahead`.
     async fn notice_waiting(&self) {
+        if let Some(names) = self.args.set() {
+            return self.notice_waiting_set(&names).await;
+        }
         let Ok(Ok(q)) =
             tokio::time::timeout(WAIT_NOTICE, self.client.holders(&self.args.name)).await
         else {
@@ -279,6 +324,9 @@ async fn try_lock(
     args: &HoldArgs,
     conflict: u8,
 ) -> Result<Guard, NotTaken> {
+    if let Some(names) = args.set() {
+        return try_set(session, signals, args, names, conflict).await;
+    }
     let name = args.name.clone();
     let mut req = match (args.shared, args.limit) {
         (true, _) => session.try_read_lock(name),
@@ -288,14 +336,51 @@ async fn try_lock(
     if let Some(v) = value(args) {
         req = req.value(v);
     }
+    let taken = async {
+        req.await.map(|t| match t {
+            TryLock::Acquired(guard) => Ok(Guard::Lock(guard)),
+            TryLock::Held(holder) => Err(holder),
+        })
+    };
+    try_outcome(taken, signals, conflict).await
+}
+
+/// `try` of several names: takes them all if every one is free.
+async fn try_set(
+    session: &Session,
+    signals: &mut Signals,
+    args: &HoldArgs,
+    names: Vec<String>,
+    conflict: u8,
+) -> Result<Guard, NotTaken> {
+    let mut req = session.try_lock_all(names);
+    if let Some(v) = value(args) {
+        req = req.value(v);
+    }
+    let taken = async {
+        req.await.map(|t| match t {
+            TryLockAll::Acquired(set) => Ok(Guard::Set(set)),
+            TryLockAll::Held(holder) => Err(holder),
+        })
+    };
+    try_outcome(taken, signals, conflict).await
+}
+
+/// A try's outcome, unless a signal comes first: the guard, or who holds
+/// (the first busy name's holder, for a set).
+async fn try_outcome(
+    taken: impl Future<Output = locker::Result<Result<Guard, Holder>>>,
+    signals: &mut Signals,
+    conflict: u8,
+) -> Result<Guard, NotTaken> {
     let r = tokio::select! {
-        r = req => r,
+        r = taken => r,
         sig = signals.recv() => return Err(NotTaken::Signal(sig)),
     };
     match r {
-        Ok(TryLock::Acquired(guard)) => Ok(Guard::Lock(guard)),
-        Ok(TryLock::Held(holder)) => Err(NotTaken::Held {
-            name: args.name.clone(),
+        Ok(Ok(guard)) => Ok(guard),
+        Ok(Err(holder)) => Err(NotTaken::Held {
+            name: holder.name.clone(),
             holder,
             exit: conflict,
         }),

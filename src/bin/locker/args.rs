@@ -155,8 +155,8 @@ pub(crate) enum Command {
         long_about = "\
 Wait for the lock (in FIFO order), then run CMD while holding it, or hold it until interrupted.
 
-With CMD: CMD runs with LOCKER_KEY and ETCD_LOCK_KEY (the lock key) and LOCKER_FENCING_TOKEN
-and ETCD_LOCK_REV (the fencing token) in its environment. When CMD exits, the lock is released
+With CMD: CMD runs with LOCKER_KEY and ETCD_LOCK_KEY (the lock key), LOCKER_FENCING_TOKEN
+and ETCD_LOCK_REV (the fencing token), LOCKER_NAMES and LOCKER_KEYS in its environment. When CMD exits, the lock is released
 and locker exits with CMD's exit status. SIGINT, SIGTERM and SIGHUP are passed on to CMD. If
 the lock is lost while CMD runs, CMD gets SIGTERM (SIGKILL after --kill-after) and locker
 exits with 78 (79 if the lease could not be kept alive).
@@ -167,7 +167,13 @@ lock lost, locker killed (SIGKILL, OOM), stopped (SIGSTOP, Ctrl-Z) or stalled. W
 running when it exits gets SIGTERM (then SIGKILL) before the lock is released.
 
 Without CMD: prints `key=KEY fencing_token=N lease=ID` on one line, holds the lock until
-SIGINT, SIGTERM or SIGHUP, then releases it and exits with 0."
+SIGINT, SIGTERM or SIGHUP, then releases it and exits with 0.
+
+Several names (`locker lock A B C -- CMD`): all are taken at once or none, in FIFO order on
+each name, without deadlock whatever order other callers list them in; one lease and one
+fencing token for the set. CMD gets LOCKER_NAMES and LOCKER_KEYS (one per line) and
+LOCKER_FENCING_TOKEN and ETCD_LOCK_REV (no LOCKER_KEY); without CMD the line has one `key=` per
+name. Not with --shared or --limit."
     )]
     Lock(LockArgs),
 
@@ -235,6 +241,10 @@ pub(crate) struct HoldArgs {
     #[arg(value_name = "NAME", value_parser = parse_name)]
     pub(crate) name: String,
 
+    /// More lock names: all are taken at once, or none (one fencing token for the set)
+    #[arg(value_name = "NAME", value_parser = parse_name, conflicts_with_all = ["shared", "limit"])]
+    pub(crate) more: Vec<String>,
+
     /// Lease TTL: if locker dies, the lock is freed after this long (seconds, or a duration such as
     /// 30s; rounded up to whole seconds)
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_duration)]
@@ -267,6 +277,28 @@ pub(crate) struct HoldArgs {
     /// Command to run while holding the lock, with its arguments (after --)
     #[arg(last = true, value_name = "CMD")]
     pub(crate) cmd: Vec<OsString>,
+}
+
+impl HoldArgs {
+    /// Every name given, for a set (more than one distinct name); `None`
+    /// for one lock.
+    pub(crate) fn set(&self) -> Option<Vec<String>> {
+        let mut all: Vec<String> = std::iter::once(&self.name)
+            .chain(&self.more)
+            .cloned()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        (all.len() > 1).then_some(all)
+    }
+
+    /// The names for messages: `A` or `A, B, C`.
+    pub(crate) fn label(&self) -> String {
+        match self.set() {
+            Some(names) => names.join(", "),
+            None => self.name.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -331,6 +363,7 @@ impl ElectArgs {
     pub(crate) fn into_hold(self) -> HoldArgs {
         HoldArgs {
             name: self.name,
+            more: Vec::new(),
             ttl: self.ttl,
             value: self.proposal,
             kill_after: self.kill_after,

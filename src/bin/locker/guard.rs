@@ -1,25 +1,52 @@
-//! What `lock`, `try` and `elect` hold: a lock or a leadership, seen the
-//! same way by the code that runs the command and releases.
+//! What `lock`, `try` and `elect` hold: a lock, a set of locks or a
+//! leadership, seen the same way by the code that runs the command and
+//! releases.
 
-use locker::{Leadership, LeaseId, LockGuard, LostReason, Revision};
+use locker::{Leadership, LeaseId, LockGuard, LostReason, MultiLockGuard, Revision};
 
-/// A held lock, or leadership of an election.
+/// A held lock, a held set of locks, or leadership of an election.
 pub(crate) enum Guard {
     Lock(LockGuard),
+    Set(MultiLockGuard),
     Leader(Leadership),
 }
 
 impl Guard {
+    /// The key (the first key of a set).
     pub(crate) fn key(&self) -> &str {
         match self {
             Guard::Lock(g) => g.key(),
+            Guard::Set(s) => &s.keys()[0],
             Guard::Leader(l) => l.key(),
         }
+    }
+
+    /// Every key held: one, or a set's in the order of its names.
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        match self {
+            Guard::Set(s) => s.keys().iter().map(String::as_str).collect(),
+            _ => vec![self.key()],
+        }
+    }
+
+    /// Every name held: one, or a set's in canonical order.
+    pub(crate) fn names(&self) -> Vec<&str> {
+        match self {
+            Guard::Lock(g) => vec![g.name()],
+            Guard::Set(s) => s.names().iter().map(String::as_str).collect(),
+            Guard::Leader(l) => vec![l.name()],
+        }
+    }
+
+    /// Whether this is a set of more than one lock.
+    pub(crate) fn is_set(&self) -> bool {
+        matches!(self, Guard::Set(_))
     }
 
     pub(crate) fn fencing_token(&self) -> Revision {
         match self {
             Guard::Lock(g) => g.fencing_token(),
+            Guard::Set(s) => s.fencing_token(),
             Guard::Leader(l) => l.fencing_token(),
         }
     }
@@ -27,6 +54,7 @@ impl Guard {
     pub(crate) fn lease(&self) -> LeaseId {
         match self {
             Guard::Lock(g) => g.lease(),
+            Guard::Set(s) => s.lease(),
             Guard::Leader(l) => l.lease(),
         }
     }
@@ -35,6 +63,7 @@ impl Guard {
     pub(crate) fn ttl(&self) -> std::time::Duration {
         match self {
             Guard::Lock(g) => g.ttl(),
+            Guard::Set(s) => s.ttl(),
             Guard::Leader(l) => l.ttl(),
         }
     }
@@ -44,6 +73,7 @@ impl Guard {
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
         match self {
             Guard::Lock(g) => g.deadline(),
+            Guard::Set(s) => s.deadline(),
             Guard::Leader(l) => l.deadline(),
         }
     }
@@ -52,6 +82,7 @@ impl Guard {
     pub(crate) fn what(&self) -> String {
         match self {
             Guard::Lock(g) => format!("lock key {}", g.key()),
+            Guard::Set(s) => format!("lock keys {}", s.keys().join(", ")),
             Guard::Leader(l) => format!("leadership key {}", l.key()),
         }
     }
@@ -60,6 +91,7 @@ impl Guard {
     pub(crate) async fn lost(&self) -> LostReason {
         match self {
             Guard::Lock(g) => g.lost().await,
+            Guard::Set(s) => s.lost().await,
             Guard::Leader(l) => l.lost().await,
         }
     }
@@ -68,6 +100,7 @@ impl Guard {
     pub(crate) fn is_lost(&self) -> bool {
         match self {
             Guard::Lock(g) => g.is_lost(),
+            Guard::Set(s) => s.is_lost(),
             Guard::Leader(l) => l.is_lost(),
         }
     }

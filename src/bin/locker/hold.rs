@@ -57,7 +57,7 @@ async fn clean_up_after_loss(session: Session, guard: Guard) {
 /// `LeaseRevoke`, which deletes the key with the lease; returns `exit`, or
 /// 78 if the lock turns out to have been lost.
 async fn release(session: Session, guard: Guard, exit: u8) -> u8 {
-    let key = guard.key().to_owned();
+    let key = guard.keys().join(", ");
     let ttl = session.ttl();
     let lost_before = guard.is_lost();
     let closed = session.close().await;

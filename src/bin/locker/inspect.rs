@@ -1,8 +1,9 @@
 //! `holder`, `watch` and `elect --listen`: the commands that only look.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use locker::{Client, Contender, ElectionEvent, HoldMode, Holders, LockEvent};
+use locker::{Client, Contender, ElectionEvent, HoldMode, Holders, LockEvent, LockSet};
 use tokio_stream::{Stream, StreamExt as _};
 
 use crate::args::{ElectArgs, HolderArgs, WatchArgs};
@@ -19,15 +20,19 @@ pub(crate) async fn holder(client: &Client, signals: &mut Signals, args: HolderA
         Ok(found) => found,
         Err(e) => return report(&e),
     };
+    let sets = tokio::select! {
+        sets = read_sets(client, &q, args.queue) => sets,
+        sig = signals.recv() => return signal_code(sig),
+    };
     let exit = if q.holders.is_empty() {
         code::FREE
     } else {
         code::OK
     };
     let lines = if args.json {
-        vec![holders_json(&q, &ttls, args.queue)]
+        vec![holders_json(&q, &ttls, &sets, args.queue)]
     } else {
-        holders_text(&q, &ttls, args.queue)
+        holders_text(&q, &ttls, &sets, args.queue)
     };
     for line in lines {
         if let Err(e) = print_line(&line) {
@@ -51,6 +56,53 @@ async fn read_holders(
     Ok((q, ttls))
 }
 
+/// The set of each exclusive holder (and waiter, with `queue`) that holds
+/// or waits as part of a set of several names, by key. A set that cannot
+/// be read (no permission on every key of its lease) is left out.
+async fn read_sets(client: &Client, q: &Holders, queue: bool) -> BTreeMap<String, LockSet> {
+    let waiters = q.waiters.iter().filter(|_| queue);
+    let mut sets = BTreeMap::new();
+    for c in q.holders.iter().chain(waiters) {
+        if c.mode != HoldMode::Exclusive {
+            continue;
+        }
+        if let Ok(Ok(set)) = tokio::time::timeout(SET_READ, client.lock_set(&c.holder)).await {
+            if set.names.len() > 1 {
+                sets.insert(c.holder.key.clone(), set);
+            }
+        }
+    }
+    sets
+}
+
+/// How long the read of one holder's set may take.
+const SET_READ: Duration = Duration::from_secs(2);
+
+/// ` set=A,B,C` (and ` waiting_on=B` for a waiter) for a contender in a set.
+fn set_text(c: &Contender, sets: &BTreeMap<String, LockSet>, waiting: bool) -> String {
+    let Some(set) = sets.get(&c.holder.key) else {
+        return String::new();
+    };
+    let mut text = format!(" set={}", set.names.join(","));
+    if waiting {
+        text.push_str(&format!(" waiting_on={}", set.waiting_on.join(",")));
+    }
+    text
+}
+
+/// `,"set":[...],"waiting_on":[...]` for a contender in a set.
+fn set_json(c: &Contender, sets: &BTreeMap<String, LockSet>) -> String {
+    let Some(set) = sets.get(&c.holder.key) else {
+        return String::new();
+    };
+    let list = |v: &[String]| v.iter().map(|n| json_str(n)).collect::<Vec<_>>().join(",");
+    format!(
+        ",\"set\":[{}],\"waiting_on\":[{}]",
+        list(&set.names),
+        list(&set.waiting_on)
+    )
+}
+
 fn mode_name(mode: HoldMode) -> &'static str {
     match mode {
         HoldMode::Shared => "shared",
@@ -59,31 +111,50 @@ fn mode_name(mode: HoldMode) -> &'static str {
     }
 }
 
-fn holders_text(q: &Holders, ttls: &[Option<Duration>], queue: bool) -> Vec<String> {
+fn holders_text(
+    q: &Holders,
+    ttls: &[Option<Duration>],
+    sets: &BTreeMap<String, LockSet>,
+    queue: bool,
+) -> Vec<String> {
     let mode = |c: &Contender| match c.mode {
         HoldMode::Exclusive => String::new(),
         m => format!(" mode={}", mode_name(m)),
     };
     let held = q.holders.iter().zip(ttls).map(|(c, ttl)| {
         let ttl = ttl.map_or_else(|| "unknown".to_owned(), |t| format!("{}s", t.as_secs()));
-        format!("held {} ttl_left={ttl}{}", holder_text(&c.holder), mode(c))
+        format!(
+            "held {} ttl_left={ttl}{}{}",
+            holder_text(&c.holder),
+            mode(c),
+            set_text(c, sets, false)
+        )
     });
-    let waiting = q
-        .waiters
-        .iter()
-        .filter(|_| queue)
-        .map(|c| format!("waiting {}{}", holder_text(&c.holder), mode(c)));
+    let waiting = q.waiters.iter().filter(|_| queue).map(|c| {
+        format!(
+            "waiting {}{}{}",
+            holder_text(&c.holder),
+            mode(c),
+            set_text(c, sets, true)
+        )
+    });
     let free = q.holders.is_empty().then(|| "free".to_owned());
     free.into_iter().chain(held).chain(waiting).collect()
 }
 
-fn holders_json(q: &Holders, ttls: &[Option<Duration>], queue: bool) -> String {
+fn holders_json(
+    q: &Holders,
+    ttls: &[Option<Duration>],
+    sets: &BTreeMap<String, LockSet>,
+    queue: bool,
+) -> String {
     let name = json_str(&q.name);
     let entry = |c: &Contender| {
         format!(
-            "{{\"mode\":\"{}\",{}}}",
+            "{{\"mode\":\"{}\",{}{}}}",
             mode_name(c.mode),
-            holder_json_fields(&c.holder, false)
+            holder_json_fields(&c.holder, false),
+            set_json(c, sets)
         )
     };
     let list = |cs: &[Contender]| cs.iter().map(entry).collect::<Vec<_>>().join(",");

@@ -74,7 +74,8 @@ fn exit_code_for(e: &Error) -> u8 {
         Error::InvalidArgument { .. }
         | Error::InvalidEndpoint { .. }
         | Error::CertFile { .. }
-        | Error::LimitMismatch { .. } => code::USAGE,
+        | Error::LimitMismatch { .. }
+        | Error::TooManyNames { .. } => code::USAGE,
         Error::Unreachable { .. }
         | Error::Timeout { .. }
         | Error::NotEtcd { .. }

@@ -37,16 +37,18 @@ pub(crate) enum Outcome {
 /// Without a command: print the key and token, then hold until a signal or loss.
 pub(crate) async fn hold_until_signal(guard: &Guard, signals: &mut Signals) -> Outcome {
     // A reader that went away is no reason to drop the lock.
+    // One `key=` per key: one for a lock, one per name for a set.
+    let keys: Vec<String> = guard.keys().iter().map(|k| format!("key={k}")).collect();
     let _ = print_line(&format!(
-        "key={} fencing_token={} lease={}",
-        guard.key(),
+        "{} fencing_token={} lease={}",
+        keys.join(" "),
         guard.fencing_token(),
         guard.lease()
     ));
     tokio::select! {
         _ = signals.recv() => Outcome::Done(code::OK),
         reason = guard.lost() => {
-            say(&format!("lock lost: key {}: {}", guard.key(), lost_text(reason)));
+            say(&format!("lock lost: {}: {}", guard.what(), lost_text(reason)));
             Outcome::Lost
         }
     }
@@ -95,14 +97,7 @@ pub(crate) async fn run_command(
         what: guard.what(),
         cmd: cmd.to_vec(),
     };
-    let token = guard.fencing_token().to_string();
-    let env = [
-        ("LOCKER_KEY", guard.key().to_owned()),
-        ("LOCKER_FENCING_TOKEN", token.clone()),
-        ("ETCD_LOCK_KEY", guard.key().to_owned()),
-        ("ETCD_LOCK_REV", token),
-    ];
-    let dog = match Dog::spawn(&cfg, &env) {
+    let dog = match Dog::spawn(&cfg, &command_env(guard)) {
         Ok(dog) => dog,
         Err(e) => {
             say(&format!(
@@ -122,6 +117,25 @@ pub(crate) async fn run_command(
     let outcome = under.watch(signals).await;
     under.dog.reap().await;
     outcome
+}
+
+/// The command's environment: `LOCKER_NAMES` and `LOCKER_KEYS` (one a
+/// line: names cannot hold control characters) and the one fencing token
+/// (`LOCKER_FENCING_TOKEN`, `ETCD_LOCK_REV`); for a single lock or a
+/// leadership also its key (`LOCKER_KEY`, `ETCD_LOCK_KEY`).
+fn command_env(guard: &Guard) -> Vec<(&'static str, String)> {
+    let token = guard.fencing_token().to_string();
+    let mut env = vec![
+        ("LOCKER_NAMES", guard.names().join("\n")),
+        ("LOCKER_KEYS", guard.keys().join("\n")),
+        ("LOCKER_FENCING_TOKEN", token.clone()),
+        ("ETCD_LOCK_REV", token),
+    ];
+    if !guard.is_set() {
+        env.push(("LOCKER_KEY", guard.key().to_owned()));
+        env.push(("ETCD_LOCK_KEY", guard.key().to_owned()));
+    }
+    env
 }
 
 /// Why the command is being stopped.
