@@ -9,7 +9,7 @@ use pyo3::types::PyDict;
 use crate::errors::Raise;
 use crate::guard::{AsyncGuard, AsyncLeadership, Guard, Leadership};
 use crate::methods::{lock_helpers, lock_methods};
-use crate::rt::{InRuntime, async_run, block, runtime, sync_run};
+use crate::rt::{InRuntime, async_request, async_run, block, runtime, sync_run};
 use crate::session::{AsyncSession, Session, SessionCore};
 use crate::source::Source;
 use crate::values::{Bytes, Holder, Holders, opt_seconds, seconds};
@@ -110,7 +110,7 @@ fn record_dict<'py>(py: Python<'py>, r: &locker::WireRecord) -> PyResult<Bound<'
 
 macro_rules! client_class {
     (
-        $(#[$doc:meta])* $Class:ident, $run:ident,
+        $(#[$doc:meta])* $Class:ident, $run:ident, $req:ident,
         $Guard:ident, $Leadership:ident, $Semaphore:ident, $Session:ident, $Watch:ident,
         { $($extra:tt)* }
     ) => {
@@ -120,7 +120,7 @@ macro_rules! client_class {
             client: Arc<InRuntime<locker::Client>>,
         }
 
-        lock_helpers!($Class, $run, $Guard);
+        lock_helpers!($Class, $req, $Guard);
 
         impl $Class {
             fn source(&self) -> Source {
@@ -132,7 +132,7 @@ macro_rules! client_class {
             }
         }
 
-        lock_methods!($Class, $run, $Guard, $Leadership, $Semaphore);
+        lock_methods!($Class, $req, $Guard, $Leadership, $Semaphore);
 
         #[pymethods]
         impl $Class {
@@ -148,7 +148,7 @@ macro_rules! client_class {
             #[pyo3(signature = (ttl=10.0))]
             fn session(&self, py: Python<'_>, ttl: f64) -> PyResult<Py<PyAny>> {
                 let (c, ttl) = (self.c(), seconds("ttl", ttl)?);
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Session {
                         core: SessionCore::new(c.session(ttl).await.raise()?),
                     })
@@ -159,7 +159,7 @@ macro_rules! client_class {
             /// across a restart): its locks and campaigns keep their place.
             fn resume_session(&self, py: Python<'_>, lease: i64) -> PyResult<Py<PyAny>> {
                 let c = self.c();
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Session {
                         core: SessionCore::new(c.resume_session(locker::LeaseId(lease)).await.raise()?),
                     })
@@ -254,7 +254,7 @@ client_class!(
     /// answers. Timeouts in seconds; `ca`, `cert`, `key`: PEM files for
     /// https:// endpoints; `audit`: a callable receiving a dict per wire
     /// call and stream message.
-    Client, sync_run, Guard, Leadership, Semaphore, Session, Watch, {
+    Client, sync_run, sync_run, Guard, Leadership, Semaphore, Session, Watch, {
         #[new]
         #[pyo3(signature = (endpoints, *, request_timeout=None, connect_timeout=None, user=None,
             password=None, ca=None, cert=None, key=None, server_name=None, audit=None))]
@@ -289,7 +289,7 @@ client_class!(
     /// `AsyncClient(endpoints, ...)` (options as for Client) sends nothing:
     /// connections are made on first use. `await AsyncClient.connect(...)`
     /// also checks that an etcd answers.
-    AsyncClient, async_run, AsyncGuard, AsyncLeadership, AsyncSemaphore, AsyncSession, AsyncWatch, {
+    AsyncClient, async_run, async_request, AsyncGuard, AsyncLeadership, AsyncSemaphore, AsyncSession, AsyncWatch, {
         #[new]
         #[pyo3(signature = (endpoints, *, request_timeout=None, connect_timeout=None, user=None,
             password=None, ca=None, cert=None, key=None, server_name=None, audit=None))]

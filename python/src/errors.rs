@@ -141,6 +141,12 @@ create_exception!(
 );
 create_exception!(
     locker,
+    Released,
+    LockerError,
+    "The guard was released (or resigned) already: nothing was sent."
+);
+create_exception!(
+    locker,
     LockHeld,
     LockerError,
     "A try_lock found the lock held; the attribute `holder` says by whom."
@@ -216,6 +222,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         AlreadyLocked,
         SessionClosed,
         WatchCanceled,
+        Released,
         LockHeld
     );
     Ok(())

@@ -10,7 +10,7 @@ use pyo3::types::PyTuple;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
-use crate::errors::{LockerError, Raise};
+use crate::errors::{LockerError, Raise, Released};
 use crate::rt::{InRuntime, async_run, runtime, sync_run};
 use crate::values::{Bytes, opt_seconds, reason};
 
@@ -182,7 +182,7 @@ impl GuardCore {
 }
 
 fn released() -> PyErr {
-    LockerError::new_err("the guard was released")
+    Released::new_err("this guard was released already; nothing was sent")
 }
 
 /// Generates a guard class of one flavour: `$run` is `sync_run` or

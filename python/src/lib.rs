@@ -29,10 +29,10 @@ methods::semaphore_class!(
 );
 methods::semaphore_class!(
     /// A counting semaphore of an AsyncClient or AsyncSession.
-    AsyncSemaphore, async_run, AsyncGuard
+    AsyncSemaphore, async_request, AsyncGuard
 );
 
-use rt::{async_run, sync_run};
+use rt::{async_request, sync_run};
 
 /// The compiled part of the `locker` package; import `locker` instead.
 #[pymodule]
@@ -52,6 +52,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<values::Holder>()?;
     m.add_class::<values::Holders>()?;
     m.add_class::<values::Event>()?;
+    m.add_class::<rt::AsyncRequest>()?;
     errors::register(m)?;
     m.add("DEFAULT_TTL", locker::DEFAULT_TTL.as_secs_f64())?;
     m.add("MAX_PERMITS", locker::MAX_PERMITS)?;

@@ -1,9 +1,9 @@
 //! The lock methods the clients and the sessions share, written once for
-//! each flavour: `$run` is `sync_run` or `async_run`, the classes those the
-//! flavour returns. Each method is the crate's method of the same name.
+//! each flavour: `$req` is `sync_run` or `async_request`, the classes those
+//! the flavour returns. Each method is the crate's method of the same name.
 
 macro_rules! lock_methods {
-    ($Class:ident, $run:ident, $Guard:ident, $Leadership:ident, $Semaphore:ident) => {
+    ($Class:ident, $req:ident, $Guard:ident, $Leadership:ident, $Semaphore:ident) => {
         #[pymethods]
         impl $Class {
             /// Waits in FIFO order for the lock `name`. `ttl`: the lease's TTL
@@ -112,7 +112,7 @@ macro_rules! lock_methods {
                 let req = self.source().campaign(name, value.into_vec())?;
                 let ttl = crate::values::opt_seconds("ttl", ttl)?;
                 let timeout = crate::values::opt_seconds("timeout", timeout)?;
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Leadership {
                         core: crate::source::campaign(req, ttl, timeout).await?,
                     })
@@ -124,7 +124,7 @@ macro_rules! lock_methods {
 
 /// The helpers `lock_methods!` calls, for a class with `fn source()`.
 macro_rules! lock_helpers {
-    ($Class:ident, $run:ident, $Guard:ident) => {
+    ($Class:ident, $req:ident, $Guard:ident) => {
         impl $Class {
             fn request(
                 &self,
@@ -137,7 +137,7 @@ macro_rules! lock_helpers {
             ) -> PyResult<Py<PyAny>> {
                 let req = self.source().lock(kind, name)?;
                 let opts = crate::source::Opts::new(ttl, value, timeout)?;
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Guard {
                         core: crate::source::acquire(req, opts).await?,
                     })
@@ -154,7 +154,7 @@ macro_rules! lock_helpers {
             ) -> PyResult<Py<PyAny>> {
                 let req = self.source().try_lock(kind, name)?;
                 let opts = crate::source::Opts::new(ttl, value, None)?;
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Guard {
                         core: crate::source::try_acquire(req, opts).await?,
                     })
@@ -166,7 +166,7 @@ macro_rules! lock_helpers {
 
 /// A semaphore class of one flavour.
 macro_rules! semaphore_class {
-    ($(#[$doc:meta])* $Class:ident, $run:ident, $Guard:ident) => {
+    ($(#[$doc:meta])* $Class:ident, $req:ident, $Guard:ident) => {
         $(#[$doc])*
         #[pyclass(module = "locker", frozen)]
         pub(crate) struct $Class {
@@ -201,7 +201,7 @@ macro_rules! semaphore_class {
                     self.sem.get().acquire()
                 };
                 let opts = crate::source::Opts::new(ttl, value, timeout)?;
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Guard {
                         core: crate::source::acquire(req, opts).await?,
                     })
@@ -221,7 +221,7 @@ macro_rules! semaphore_class {
                     self.sem.get().try_acquire()
                 };
                 let opts = crate::source::Opts::new(ttl, value, None)?;
-                $run(py, async move {
+                $req(py, async move {
                     Ok($Guard {
                         core: crate::source::try_acquire(req, opts).await?,
                     })

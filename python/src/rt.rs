@@ -95,3 +95,83 @@ impl<T> Drop for InRuntime<T> {
         drop(self.0.take());
     }
 }
+
+type Pending = std::pin::Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
+
+/// The asyncio flavour of a request that yields a guard or a session: an
+/// awaitable (`guard = await client.lock(...)`) that is also an async
+/// context manager (`async with client.lock(...) as guard:`), whose exit
+/// is the exit of what it yielded. Cancelling either drops the request.
+#[pyclass(module = "locker", frozen)]
+pub(crate) struct AsyncRequest {
+    pending: std::sync::Mutex<Option<Pending>>,
+    entered: std::sync::Arc<std::sync::Mutex<Option<Py<PyAny>>>>,
+}
+
+impl AsyncRequest {
+    fn take(&self) -> PyResult<Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this request was already awaited"))
+    }
+}
+
+#[pymethods]
+impl AsyncRequest {
+    fn __await__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let fut = pyo3_async_runtimes::tokio::future_into_py(py, self.take()?)?;
+        Ok(fut.call_method0("__await__")?.unbind())
+    }
+
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let (pending, entered) = (self.take()?, self.entered.clone());
+        async_run(py, async move {
+            let value = pending.await?;
+            let back = Python::attach(|py| value.clone_ref(py));
+            *entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+            Ok(back)
+        })
+    }
+
+    #[pyo3(signature = (*exc))]
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        exc: &Bound<'_, pyo3::types::PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
+        let entered = self
+            .entered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match entered {
+            Some(value) => Ok(value.call_method1(py, "__aexit__", exc)?),
+            None => Err(PyRuntimeError::new_err("__aexit__ without __aenter__")),
+        }
+    }
+}
+
+/// The asyncio flavour of a request: an [`AsyncRequest`].
+pub(crate) fn async_request<T, F>(py: Python<'_>, fut: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    let pending: Pending = Box::pin(async move {
+        let value = fut.await?;
+        Python::attach(|py| {
+            Ok(value
+                .into_pyobject(py)
+                .map_err(Into::into)?
+                .into_any()
+                .unbind())
+        })
+    });
+    let req = AsyncRequest {
+        pending: std::sync::Mutex::new(Some(pending)),
+        entered: Default::default(),
+    };
+    Ok(Py::new(py, req)?.into_any())
+}

@@ -8,7 +8,7 @@ use pyo3::types::PyTuple;
 use crate::errors::Raise;
 use crate::guard::{AsyncGuard, AsyncLeadership, Guard, Leadership, Lost};
 use crate::methods::{lock_helpers, lock_methods};
-use crate::rt::{InRuntime, async_run, sync_run};
+use crate::rt::{InRuntime, async_request, async_run, sync_run};
 use crate::source::{SharedSession, Source};
 use crate::values::opt_seconds;
 use crate::{AsyncSemaphore, Semaphore};
@@ -58,14 +58,14 @@ impl SessionCore {
 }
 
 macro_rules! session_class {
-    ($(#[$doc:meta])* $Class:ident, $run:ident, $Guard:ident, $Leadership:ident, $Semaphore:ident, { $($extra:tt)* }) => {
+    ($(#[$doc:meta])* $Class:ident, $run:ident, $req:ident, $Guard:ident, $Leadership:ident, $Semaphore:ident, { $($extra:tt)* }) => {
         $(#[$doc])*
         #[pyclass(module = "locker", frozen)]
         pub(crate) struct $Class {
             pub(crate) core: SessionCore,
         }
 
-        lock_helpers!($Class, $run, $Guard);
+        lock_helpers!($Class, $req, $Guard);
 
         impl $Class {
             fn source(&self) -> Source {
@@ -73,7 +73,7 @@ macro_rules! session_class {
             }
         }
 
-        lock_methods!($Class, $run, $Guard, $Leadership, $Semaphore);
+        lock_methods!($Class, $req, $Guard, $Leadership, $Semaphore);
 
         #[pymethods]
         impl $Class {
@@ -139,7 +139,7 @@ macro_rules! session_class {
 session_class!(
     /// A lease kept alive until `close()`: many locks on one lease (one
     /// commit to close them all). A context manager that closes on exit.
-    Session, sync_run, Guard, Leadership, Semaphore, {
+    Session, sync_run, sync_run, Guard, Leadership, Semaphore, {
         fn __enter__(slf: Py<Self>) -> Py<Self> {
             slf
         }
@@ -154,7 +154,7 @@ session_class!(
 
 session_class!(
     /// A session of an AsyncClient; `async with` closes it on exit.
-    AsyncSession, async_run, AsyncGuard, AsyncLeadership, AsyncSemaphore, {
+    AsyncSession, async_run, async_request, AsyncGuard, AsyncLeadership, AsyncSemaphore, {
         fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
             async_run(py, async move { Ok(slf) })
         }

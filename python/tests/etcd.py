@@ -15,6 +15,17 @@ import time
 import uuid
 
 
+def _die_with_parent():
+    """Linux: the member gets SIGKILL when the test process dies, so a
+    killed test run leaves no etcd behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def etcd_bin():
     found = os.environ.get("ETCD_BIN") or shutil.which("etcd")
     if not found:
@@ -81,7 +92,9 @@ class Cluster:
             "--election-timeout=500",
         ]
         log = open(f"{self.dir}/{self.names[i]}.log", "ab")
-        self.procs[i] = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.procs[i] = subprocess.Popen(
+            args, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.close()
 
     def kill_member(self, i):
