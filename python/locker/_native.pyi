@@ -3,12 +3,14 @@
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from os import PathLike
 from types import TracebackType
-from typing import Any, Generic, Literal, Optional, TypeVar, Union
+from typing import Any, Generic, Literal, Optional, TypeVar, Union, final
 
 _Bytes = Union[str, bytes]
 _Path = Union[str, PathLike[str]]
 _Reason = Literal["expired", "unreachable", "closed", "lost"]
 _T = TypeVar("_T")
+
+__all__ = ["Client", "AsyncClient", "Session", "AsyncSession", "Guard", "AsyncGuard", "Leadership", "AsyncLeadership", "Semaphore", "AsyncSemaphore", "Watch", "AsyncWatch", "Holder", "Holders", "Event", "AsyncRequest", "LockerError", "LostError", "ConnectivityError", "InvalidArgument", "InvalidEndpoint", "Unreachable", "Timeout", "Ambiguous", "NotEtcd", "EtcdError", "TlsError", "CertFile", "AuthFailed", "PermissionDenied", "ProtocolError", "LeaseExpired", "LockLost", "NotLeader", "LimitMismatch", "AcquireTimeout", "AlreadyLocked", "SessionClosed", "WatchCanceled", "Released", "LockHeld", "DEFAULT_TTL", "MAX_PERMITS"]
 
 DEFAULT_TTL: float
 MAX_PERMITS: int
@@ -43,6 +45,7 @@ class LockHeld(LockerError):
 
     holder: Holder
 
+@final
 class Holder:
     """Who holds a lock (or waits for it): one key of the name's queue."""
 
@@ -63,6 +66,7 @@ class Holder:
     @property
     def mode(self) -> Optional[Literal["exclusive", "shared", "permit", "other"]]: ...
 
+@final
 class Holders:
     """Everyone in a name's queue, in arrival order."""
 
@@ -77,6 +81,7 @@ class Holders:
     @property
     def revision(self) -> int: ...
 
+@final
 class Event:
     """A lock event (snapshot, acquired, released) or an election event
     (leader, proclaimed, no_leader, resynced)."""
@@ -126,11 +131,13 @@ class _SyncGuard(_GuardBase):
     def release(self) -> None: ...
     def __exit__(self, *exc: object) -> bool: ...
 
+@final
 class Guard(_SyncGuard):
     """A held lock, read lock, write lock or permit (sync)."""
 
     def __enter__(self) -> Guard: ...
 
+@final
 class Leadership(_SyncGuard):
     """Leadership of an election (sync)."""
 
@@ -144,11 +151,13 @@ class _AsyncGuard(_GuardBase):
     def release(self) -> Awaitable[None]: ...
     async def __aexit__(self, *exc: object) -> bool: ...
 
+@final
 class AsyncGuard(_AsyncGuard):
     """A held lock, read lock, write lock or permit (asyncio)."""
 
     async def __aenter__(self) -> AsyncGuard: ...
 
+@final
 class AsyncLeadership(_AsyncGuard):
     """Leadership of an election (asyncio)."""
 
@@ -156,6 +165,7 @@ class AsyncLeadership(_AsyncGuard):
     def resign(self) -> Awaitable[None]: ...
     async def __aenter__(self) -> AsyncLeadership: ...
 
+@final
 class AsyncRequest(Generic[_T]):
     """An asyncio request: ``await`` it, or ``async with`` it (the exit is
     the exit of what it yields). Cancelling it leaves nothing queued."""
@@ -169,6 +179,7 @@ class AsyncRequest(Generic[_T]):
         tb: Optional[TracebackType],
     ) -> Optional[bool]: ...
 
+@final
 class Semaphore:
     @property
     def name(self) -> str: ...
@@ -179,6 +190,7 @@ class Semaphore:
     ) -> Guard: ...
     def try_acquire(self, *, ttl: Optional[float] = None, value: Optional[_Bytes] = None) -> Guard: ...
 
+@final
 class AsyncSemaphore:
     @property
     def name(self) -> str: ...
@@ -191,6 +203,7 @@ class AsyncSemaphore:
         self, *, ttl: Optional[float] = None, value: Optional[_Bytes] = None
     ) -> AsyncRequest[AsyncGuard]: ...
 
+@final
 class Watch(Iterator[Event]):
     def __iter__(self) -> Watch: ...
     def __next__(self) -> Event: ...
@@ -198,6 +211,7 @@ class Watch(Iterator[Event]):
     def __enter__(self) -> Watch: ...
     def __exit__(self, *exc: object) -> bool: ...
 
+@final
 class AsyncWatch(AsyncIterator[Event]):
     def __aiter__(self) -> AsyncWatch: ...
     def __anext__(self) -> Awaitable[Event]: ...
@@ -249,6 +263,7 @@ class _AsyncLocks:
         self, name: str, value: _Bytes, *, ttl: Optional[float] = None, timeout: Optional[float] = None
     ) -> AsyncRequest[AsyncLeadership]: ...
 
+@final
 class Session(_Locks):
     """One lease for many locks, kept alive until ``close()``."""
 
@@ -266,6 +281,7 @@ class Session(_Locks):
     def __enter__(self) -> Session: ...
     def __exit__(self, *exc: object) -> bool: ...
 
+@final
 class AsyncSession(_AsyncLocks):
     @property
     def lease(self) -> int: ...
@@ -283,11 +299,12 @@ class AsyncSession(_AsyncLocks):
 
 _Audit = Callable[[dict[str, Any]], object]
 
+@final
 class Client(_Locks):
     """A connection to an etcd cluster; methods block (GIL released)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         endpoints: list[str],
         *,
         request_timeout: Optional[float] = None,
@@ -299,7 +316,7 @@ class Client(_Locks):
         key: Optional[_Path] = None,
         server_name: Optional[str] = None,
         audit: Optional[_Audit] = None,
-    ) -> None: ...
+    ) -> Client: ...
     @property
     def endpoints(self) -> list[str]: ...
     def session(self, ttl: float = 10.0) -> Session: ...
@@ -314,11 +331,12 @@ class Client(_Locks):
     def delete(self, key: _Bytes) -> int: ...
     def lease_revoke(self, lease: int) -> bool: ...
 
+@final
 class AsyncClient(_AsyncLocks):
     """The asyncio flavour; the constructor sends nothing."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         endpoints: list[str],
         *,
         request_timeout: Optional[float] = None,
@@ -330,7 +348,7 @@ class AsyncClient(_AsyncLocks):
         key: Optional[_Path] = None,
         server_name: Optional[str] = None,
         audit: Optional[_Audit] = None,
-    ) -> None: ...
+    ) -> AsyncClient: ...
     @staticmethod
     def connect(
         endpoints: list[str],
