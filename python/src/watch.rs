@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::errors::Raise;
 use crate::rt::{InRuntime, async_run, block};
@@ -16,20 +16,50 @@ pub(crate) enum Stream {
     Leader(locker::LeaderWatch),
 }
 
-/// A stream shared by the iterator and its pending `next`; `close` takes it.
-pub(crate) type SharedStream = Arc<InRuntime<Mutex<Option<Stream>>>>;
+/// A stream shared by the iterator and its pending `next`, and the flag
+/// `close` raises: a pending `next` ends at once, then the stream is dropped.
+#[derive(Clone)]
+pub(crate) struct SharedStream {
+    stream: Arc<InRuntime<Mutex<Option<Stream>>>>,
+    closed: Arc<watch::Sender<bool>>,
+}
 
 pub(crate) fn shared(s: Stream) -> SharedStream {
-    Arc::new(InRuntime::new(Mutex::new(Some(s))))
+    SharedStream {
+        stream: Arc::new(InRuntime::new(Mutex::new(Some(s)))),
+        closed: Arc::new(watch::channel(false).0),
+    }
+}
+
+impl SharedStream {
+    fn close(&self) {
+        self.closed.send_replace(true);
+        let stream = self.stream.clone();
+        crate::rt::runtime().spawn(async move {
+            stream.get().lock().await.take();
+        });
+    }
 }
 
 /// The next event; None at the end or once closed.
-async fn next(stream: SharedStream) -> PyResult<Option<Event>> {
-    let mut s = stream.get().lock().await;
-    let item = match s.as_mut() {
-        Some(Stream::Lock(w)) => w.next().await.map(|r| r.map(Event::from)),
-        Some(Stream::Leader(w)) => w.next().await.map(|r| r.map(Event::from)),
-        None => None,
+async fn next(shared: SharedStream) -> PyResult<Option<Event>> {
+    let mut closed = shared.closed.subscribe();
+    let mut s = tokio::select! {
+        s = shared.stream.get().lock() => s,
+        _ = closed.wait_for(|c| *c) => return Ok(None),
+    };
+    if *closed.borrow() {
+        return Ok(None);
+    }
+    let item = tokio::select! {
+        item = async {
+            match s.as_mut() {
+                Some(Stream::Lock(w)) => w.next().await.map(|r| r.map(Event::from)),
+                Some(Stream::Leader(w)) => w.next().await.map(|r| r.map(Event::from)),
+                None => None,
+            }
+        } => item,
+        _ = closed.wait_for(|c| *c) => None,
     };
     item.transpose().raise()
 }
@@ -53,12 +83,9 @@ impl Watch {
         block(py, next(self.stream.clone()))
     }
 
-    /// Stops the stream; iteration ends.
+    /// Stops the stream; iteration ends (a pending next too).
     fn close(&self) {
-        if let Ok(mut s) = self.stream.get().try_lock() {
-            let _in = crate::rt::runtime().enter();
-            s.take();
-        }
+        self.stream.close()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -94,11 +121,8 @@ impl AsyncWatch {
         })
     }
 
-    /// Stops the stream; iteration ends.
+    /// Stops the stream; iteration ends (a pending next too).
     fn close(&self) {
-        if let Ok(mut s) = self.stream.get().try_lock() {
-            let _in = crate::rt::runtime().enter();
-            s.take();
-        }
+        self.stream.close()
     }
 }

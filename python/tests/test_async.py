@@ -139,3 +139,16 @@ def test_async_errors_are_typed(endpoints, name):
         with pytest.raises(locker.Unreachable):
             await locker.AsyncClient.connect(["http://127.0.0.1:1"], connect_timeout=0.5)
     run(main())
+
+
+def test_closing_a_watch_ends_a_pending_next(endpoints, name):
+    async def main():
+        client = locker.AsyncClient(endpoints)
+        w = await client.watch_lock(name)
+        assert (await w.__anext__()).kind == "snapshot"
+        pending = asyncio.ensure_future(w.__anext__())
+        await asyncio.sleep(0.2)
+        w.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(pending, 5)
+    run(main())
