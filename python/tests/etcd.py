@@ -59,10 +59,14 @@ def free_ports(n):
 class Cluster:
     """`size` etcd members; `endpoints` are their client URLs."""
 
-    def __init__(self, size=1):
+    def __init__(self, size=1, tls=None):
+        """`tls`: (cert, key, ca) files: serve https:// with cert and key;
+        etcdctl trusts ca."""
         self.dir = tempfile.mkdtemp(prefix="locker-py-etcd-")
+        self.tls = tls
         ports = free_ports(2 * size)
-        self.client_urls = [f"http://127.0.0.1:{p}" for p in ports[:size]]
+        scheme = "https" if tls else "http"
+        self.client_urls = [f"{scheme}://127.0.0.1:{p}" for p in ports[:size]]
         self.peer_urls = [f"http://127.0.0.1:{p}" for p in ports[size:]]
         self.names = [f"m{i}" for i in range(size)]
         self.token = uuid.uuid4().hex
@@ -91,6 +95,8 @@ class Cluster:
             "--heartbeat-interval=50",
             "--election-timeout=500",
         ]
+        if self.tls:
+            args += [f"--cert-file={self.tls[0]}", f"--key-file={self.tls[1]}"]
         log = open(f"{self.dir}/{self.names[i]}.log", "ab")
         self.procs[i] = subprocess.Popen(
             args, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent
@@ -104,7 +110,10 @@ class Cluster:
             p.wait()
 
     def etcdctl(self, *args, timeout=30, check=True, endpoints=None):
-        cmd = [etcdctl_bin(), f"--endpoints={','.join(endpoints or self.endpoints)}", *args]
+        cmd = [etcdctl_bin(), f"--endpoints={','.join(endpoints or self.endpoints)}"]
+        if self.tls:
+            cmd.append(f"--cacert={self.tls[2]}")
+        cmd += args
         env = dict(os.environ, ETCDCTL_API="3")
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check, env=env)
 
