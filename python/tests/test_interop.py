@@ -111,3 +111,25 @@ def test_a_cli_holder_blocks_python(etcd, name):
     finally:
         p.kill()
         p.wait(10)
+
+
+def test_the_cli_sees_a_python_leader_and_python_sees_a_cli_leader(etcd, name):
+    cli = locker_cli()
+    client = locker.Client(etcd.endpoints)
+    env = dict(os.environ, LOCKER_ENDPOINTS=",".join(etcd.endpoints))
+    with client.campaign(name, "python-leader"):
+        r = subprocess.run([cli, "holder", name], env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "python-leader" in r.stdout, r
+    p = subprocess.Popen([cli, "elect", name, "cli-leader", "--", "sleep", "30"], env=env)
+    try:
+        deadline = time.monotonic() + 15
+        while client.leader(name) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.leader(name).value == b"cli-leader"
+        with pytest.raises(locker.AcquireTimeout):
+            client.campaign(name, "python-second", timeout=0.5)
+    finally:
+        p.terminate()
+        p.wait(10)
+    with client.campaign(name, "python-again", timeout=15):
+        pass
