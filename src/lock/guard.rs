@@ -110,6 +110,18 @@ impl LockGuard {
         self.held.wait_lost().await
     }
 
+    /// The lost signal as a `'static` future, for a task or a language
+    /// binding that waits while the guard is used, released or dropped
+    /// elsewhere. It resolves as [`lost`](Self::lost) does, and with
+    /// [`LostReason::Closed`] once the guard is released or dropped; it
+    /// keeps neither the lock nor its lease alive.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost_signal(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        self.held.lost_signal()
+    }
+
     /// A comparison that holds exactly while this guard's key is the one
     /// that won the lock: put it into your own `Txn` (see
     /// [`Client::txn_raw`](crate::Client::txn_raw)) to make a write

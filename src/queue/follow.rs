@@ -39,6 +39,12 @@ impl Follower {
         *self.gone.borrow()
     }
 
+    /// A receiver of "the key is gone" (its sender goes when this
+    /// follower is dropped).
+    pub(crate) fn receiver(&self) -> watch::Receiver<bool> {
+        self.gone.clone()
+    }
+
     /// Resolves once the key is known to be gone.
     ///
     /// # Cancel safety

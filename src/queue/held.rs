@@ -82,6 +82,28 @@ impl Held {
         }
     }
 
+    /// [`wait_lost`](Self::wait_lost) as a `'static` future: the lease's
+    /// signal, or my key's deletion; [`LostReason::Closed`] once this
+    /// guard is gone (its follower with it). Starts following the key.
+    pub(crate) fn lost_signal(
+        &self,
+    ) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        let lease = self.session.lost_signal();
+        let gone = self.follower().map(Follower::receiver);
+        async move {
+            let Some(mut gone) = gone else {
+                return lease.await;
+            };
+            tokio::select! {
+                r = lease => r,
+                g = gone.wait_for(|g| *g) => match g {
+                    Ok(_) => LostReason::KeyDeleted,
+                    Err(_) => LostReason::Closed,
+                },
+            }
+        }
+    }
+
     /// The error for `reason`, as this guard sees it.
     fn lost_error(&self, reason: LostReason) -> Error {
         match reason {

@@ -201,26 +201,14 @@ impl SessionInner {
     /// # Cancel safety
     /// Cancel safe.
     pub(crate) async fn wait_lost(&self) -> LostReason {
-        let mut rx = self.state.subscribe();
-        loop {
-            let state = *rx.borrow_and_update();
-            if let Some(r) = state.lost_at(Instant::now()) {
-                return r;
-            }
-            let LeaseState::Alive { deadline } = state else {
-                continue;
-            };
-            // The deadline is checked here too, not only by the keepalive
-            // task: the signal must fire on time even if that task cannot run.
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        return LostReason::Closed;
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return LostReason::Unreachable,
-            }
-        }
+        self.lost_signal().await
+    }
+
+    /// The lost signal as a future holding only a receiver of the lease's
+    /// state, not the session: it keeps nothing alive, and resolves with
+    /// [`LostReason::Closed`] once the session is gone.
+    pub(crate) fn lost_signal(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        wait_lost(self.state.subscribe())
     }
 
     pub(crate) fn lost_error(&self, reason: LostReason) -> Error {
@@ -252,6 +240,29 @@ impl SessionInner {
         let existed = self.client.lease_revoke(self.lease).await?;
         self.revoked.store(true, Ordering::Relaxed);
         Ok(existed && was.is_none())
+    }
+}
+
+/// Waits on `rx` until the lease is lost, or its deadline passes.
+async fn wait_lost(mut rx: watch::Receiver<LeaseState>) -> LostReason {
+    loop {
+        let state = *rx.borrow_and_update();
+        if let Some(r) = state.lost_at(Instant::now()) {
+            return r;
+        }
+        let LeaseState::Alive { deadline } = state else {
+            continue;
+        };
+        // The deadline is checked here too, not only by the keepalive
+        // task: the signal must fire on time even if that task cannot run.
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return LostReason::Closed;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return LostReason::Unreachable,
+        }
     }
 }
 

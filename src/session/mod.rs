@@ -162,6 +162,17 @@ impl Session {
         self.inner.wait_lost().await
     }
 
+    /// The lost signal as a `'static` future (see
+    /// [`LockGuard::lost_signal`](crate::LockGuard::lost_signal)); it
+    /// resolves with [`LostReason::Closed`] once the session is closed or
+    /// dropped, and keeps nothing alive.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost_signal(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        self.inner.lost_signal()
+    }
+
     /// Stops the keepalive and revokes the lease, which deletes every lock
     /// key on it in one commit. Guards still alive report the lock lost.
     ///
