@@ -145,7 +145,14 @@ const ETCD_MESSAGES: &[(&[Code], &str, Meaning)] = &[
     ),
     (&[Code::Unavailable], "no leader", Meaning::Busy),
     (&[Code::Unavailable], "not capable", Meaning::Busy),
-    (&[Code::Unavailable], "too many requests", Meaning::Busy),
+    // etcd 3.4 sends this one (its apply lagging commits by 5,000 entries)
+    // as Unknown from some calls (LeaseGrant): refused before it was
+    // proposed, so safe to send again a little later.
+    (
+        &[Code::Unavailable, Code::Unknown],
+        "too many requests",
+        Meaning::Busy,
+    ),
 ];
 
 /// How etcd's own error messages start (gRPC's and proxies' do not).
@@ -337,6 +344,7 @@ mod tests {
             (Unavailable, "etcdserver: no leader", "Busy"),
             (Unavailable, "etcdserver: not capable", "Busy"),
             (Unavailable, "etcdserver: too many requests", "Busy"),
+            (Unknown, "etcdserver: too many requests", "Busy"),
             (Unavailable, "no leader", "Busy"),
             (Unavailable, "etcdserver: leader changed", "Lost"),
             (DeadlineExceeded, "etcdserver: request timed out", "Lost"),
