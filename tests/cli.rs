@@ -772,10 +772,24 @@ async fn an_uncontended_try_costs_a_grant_a_txn_and_one_revoke() {
     )
     .await;
     assert_eq!(r.code, 0, "{r:?}");
+    // While the command runs, its lock's key is followed on the client's
+    // one watch stream (a create, and a cancel when done): that is no
+    // commit and no unary call, and is checked apart.
+    let watch: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("/etcdserverpb.Watch/Watch") && l.contains("req{"))
+        .collect();
+    assert!(
+        watch.first().is_some_and(|l| l.contains("watch create")),
+        "{watch:?}"
+    );
+    assert!(watch.len() <= 2, "{watch:?}");
     let calls: Vec<&str> = r
         .stderr
         .lines()
         .filter_map(|l| l.split_whitespace().nth(3))
+        .filter(|p| *p != "/etcdserverpb.Watch/Watch")
         .collect();
     assert_eq!(
         calls,
