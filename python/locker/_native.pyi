@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, Optional, TypeVar, Union, final
 
 _Bytes = Union[str, bytes]
 _Path = Union[str, PathLike[str]]
-_Reason = Literal["expired", "unreachable", "closed", "lost"]
+_Reason = Literal["expired", "unreachable", "closed", "key_deleted", "lost"]
 _T = TypeVar("_T")
 
 __all__ = ["Client", "AsyncClient", "Session", "AsyncSession", "Guard", "AsyncGuard", "Leadership", "AsyncLeadership", "Semaphore", "AsyncSemaphore", "Watch", "AsyncWatch", "Holder", "Holders", "Event", "AsyncRequest", "LockerError", "LostError", "ConnectivityError", "InvalidArgument", "InvalidEndpoint", "Unreachable", "Timeout", "Ambiguous", "NotEtcd", "EtcdError", "TlsError", "CertFile", "AuthFailed", "PermissionDenied", "ProtocolError", "LeaseExpired", "LockLost", "NotLeader", "LimitMismatch", "AcquireTimeout", "AlreadyLocked", "SessionClosed", "WatchCanceled", "Released", "LockHeld", "DEFAULT_TTL", "MAX_PERMITS"]

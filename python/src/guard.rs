@@ -248,7 +248,7 @@ macro_rules! guard_class {
                 self.core.is_lost()
             }
 
-            /// Why it was lost ("expired", "unreachable", "closed"), or None.
+            /// Why it was lost ("expired", "unreachable", "closed", "key_deleted"), or None.
             #[getter]
             fn lost_reason(&self) -> Option<&'static str> {
                 self.core.lost.reason()

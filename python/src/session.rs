@@ -97,7 +97,7 @@ macro_rules! session_class {
                 self.core.is_lost()
             }
 
-            /// Why the lease was lost ("expired", "unreachable", "closed"), or None.
+            /// Why the lease was lost ("expired", "unreachable", "closed", "key_deleted"), or None.
             #[getter]
             fn lost_reason(&self) -> Option<&'static str> {
                 self.core.lost.reason()

@@ -42,6 +42,7 @@ pub(crate) fn reason(r: locker::LostReason) -> &'static str {
         locker::LostReason::Expired => "expired",
         locker::LostReason::Unreachable => "unreachable",
         locker::LostReason::Closed => "closed",
+        locker::LostReason::KeyDeleted => "key_deleted",
         _ => "lost",
     }
 }
