@@ -524,6 +524,11 @@ struct Config {
     /// How many of the clients reach etcd through proxies of their own (the
     /// others connect directly, which costs less CPU).
     proxied: usize,
+    /// How many workers share one `Client` (1: each has its own). Workers
+    /// on one client contend for the same name there, which exercises the
+    /// client's shared copy of the name's keys; `clients` counts workers,
+    /// and `proxied` the `Client`s behind proxies.
+    per_client: usize,
     /// Latency range (ms) of every proxy, if the network is slow.
     delay_ms: Option<(u64, u64)>,
 }
@@ -1298,11 +1303,12 @@ const FAULT_KINDS: [&str; 6] = ["kill", "kill_leader", "stop", "partition", "cut
 
 /// Picks the proxied client to hit: the one inside its critical section
 /// if one gets there within 3 s, else any.
-async fn aim(shared: &Shared, proxied: usize, rng: &mut Rng) -> usize {
+async fn aim(shared: &Shared, proxied: usize, per_client: usize, rng: &mut Rng) -> usize {
     let deadline = Instant::now() + Duration::from_secs(3);
+    let workers = (proxied * per_client).min(shared.holding.len());
     while Instant::now() < deadline {
-        if let Some(c) = (0..proxied).find(|&c| shared.holding[c].load(Ordering::Relaxed)) {
-            return c;
+        if let Some(c) = (0..workers).find(|&c| shared.holding[c].load(Ordering::Relaxed)) {
+            return c / per_client;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -1388,7 +1394,7 @@ async fn nemesis(
                 );
             }
             "partition" => {
-                let c = aim(&shared, proxies.len(), &mut rng).await;
+                let c = aim(&shared, proxies.len(), cfg.per_client, &mut rng).await;
                 for p in &proxies[c] {
                     p.set_mode(ProxyMode::Blackhole);
                 }
@@ -1398,7 +1404,7 @@ async fn nemesis(
                 }
             }
             "cut" => {
-                let c = aim(&shared, proxies.len(), &mut rng).await;
+                let c = aim(&shared, proxies.len(), cfg.per_client, &mut rng).await;
                 for p in &proxies[c] {
                     p.cut();
                 }
@@ -1443,7 +1449,7 @@ async fn run_checker(cfg: Config) -> Report {
     eprintln!("checker: {cfg:?}, seed {}", rng.seed());
     let etcd = Etcd::cluster(cfg.members).await.expect("start etcd");
     let mut proxies = Vec::new();
-    for _ in 0..cfg.proxied.min(cfg.clients) {
+    for _ in 0..cfg.proxied.min(cfg.clients / cfg.per_client) {
         let mut mine = Vec::new();
         for m in 0..etcd.len() {
             let p = Proxy::start(etcd.client_addr(m)).await.expect("proxy");
@@ -1461,7 +1467,13 @@ async fn run_checker(cfg: Config) -> Report {
     let wire: Arc<Vec<WireLog>> = Arc::new((0..cfg.clients).map(|_| WireLog::default()).collect());
     let mut clients = Vec::new();
     for c in 0..cfg.clients {
-        let mut urls: Vec<String> = match proxies.get(c) {
+        if c % cfg.per_client != 0 {
+            // This worker shares the client of the one before it.
+            let same: &Client = &clients[c - 1];
+            clients.push(same.clone());
+            continue;
+        }
+        let mut urls: Vec<String> = match proxies.get(c / cfg.per_client) {
             Some(mine) => mine.iter().map(Proxy::url).collect(),
             None => etcd.endpoints(),
         };
@@ -1874,6 +1886,7 @@ async fn checker_under_random_faults() {
         ttl: Duration::from_secs(3),
         nemesis: Nemesis::Random,
         proxied: PROXIED,
+        per_client: 1,
         delay_ms: None,
     })
     .await;
@@ -1899,8 +1912,8 @@ async fn checker_under_random_faults() {
 
 /// The checker in another mode, short (30 s, on until `target`
 /// acquisitions, 45 s at most) so that the suite stays short: 3 members, 8
-/// clients, the random nemesis.
-async fn short_run(primitive: Primitive, target: usize) -> Report {
+/// workers, `per_client` of them on each `Client`, the random nemesis.
+async fn short_run(primitive: Primitive, target: usize, per_client: usize) -> Report {
     let report = run_checker(Config {
         primitive,
         members: 3,
@@ -1911,6 +1924,7 @@ async fn short_run(primitive: Primitive, target: usize) -> Report {
         ttl: Duration::from_secs(3),
         nemesis: Nemesis::Random,
         proxied: PROXIED,
+        per_client,
         delay_ms: None,
     })
     .await;
@@ -1938,7 +1952,7 @@ async fn short_run(primitive: Primitive, target: usize) -> Report {
 /// members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_under_random_faults() {
-    let report = short_run(Primitive::Set { names: 5 }, 600).await;
+    let report = short_run(Primitive::Set { names: 5 }, 600, 1).await;
     eprintln!(
         "set mode: {} sets, {} names written, max stall {} ms",
         report.acquisitions, report.committed, report.max_stall_ms
@@ -1946,15 +1960,17 @@ async fn set_under_random_faults() {
 }
 
 /// Election: leaders' guarded sections never overlap, tokens grow, the
-/// counter is exact, under kill / stop / partition on 3 members.
+/// counter is exact, under kill / stop / partition on 3 members (two
+/// candidates on each client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn election_under_random_faults() {
-    let report = short_run(Primitive::Election, 400).await;
+    let report = short_run(Primitive::Election, 400, 2).await;
     assert!(report.proclaims > 0, "no leader proclaimed: {report:?}");
 }
 
 /// Read-write lock: no reader overlaps a writer, writers never overlap,
-/// readers see exactly the committed writes, the counter is exact.
+/// readers see exactly the committed writes, the counter is exact (two
+/// workers on each client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rwlock_under_random_faults() {
     let report = short_run(
@@ -1962,15 +1978,27 @@ async fn rwlock_under_random_faults() {
             readers_per_writer: 3,
         },
         400,
+        2,
     )
     .await;
     assert!(report.reads > 0, "no reader read: {report:?}");
 }
 
-/// Semaphore of 3: never more than 3 holders, every client's counter exact.
+/// Semaphore of 3: never more than 3 holders, every client's counter
+/// exact; two workers on each client, so that one's waits count on the
+/// client's copy of the name that the other started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_under_random_faults() {
-    short_run(Primitive::Semaphore { permits: 3 }, 400).await;
+    short_run(Primitive::Semaphore { permits: 3 }, 400, 2).await;
+}
+
+/// The mutex with two workers on each client: the second contender of a
+/// client on the name puts its key without reading the queue and counts on
+/// the client's copy of the name's keys. No overlap, growing tokens, exact
+/// counters, under kill / stop / partition on 3 members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutex_with_two_workers_per_client_under_random_faults() {
+    short_run(Primitive::Mutex, 400, 2).await;
 }
 
 /// The history checks report each kind of violation, once, on synthetic
@@ -2079,6 +2107,7 @@ async fn soak() {
         ttl: Duration::from_secs(3),
         nemesis: Nemesis::Random,
         proxied: PROXIED,
+        per_client: 1,
         delay_ms: None,
     })
     .await;
@@ -2254,6 +2283,7 @@ async fn leader_frozen_for_3s() {
         ttl: Duration::from_secs(3),
         nemesis: Nemesis::PauseLeaderOnce,
         proxied: 0,
+        per_client: 1,
         delay_ms: None,
     })
     .await;
@@ -2827,6 +2857,7 @@ async fn slow_network() {
         ttl: Duration::from_secs(3),
         nemesis: Nemesis::Quiet,
         proxied: 2,
+        per_client: 1,
         delay_ms: Some((50, 200)),
     })
     .await;

@@ -305,3 +305,49 @@ async fn a_write_whose_answer_is_lost_is_ambiguous_not_resent() {
         .expect("the put was applied");
     assert_eq!(kv.version, 1);
 }
+
+/// A client has at most `max_in_flight` unary calls on the wire; more wait
+/// their turn. Through a proxy that delays every byte by `D` each way, six
+/// reads sent at once by a client allowed two in flight go in three waves
+/// (at least 3 × 2D), where six reads in flight together take about 2D.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_calls_beyond_max_in_flight_wait_their_turn() {
+    const D: Duration = Duration::from_millis(150);
+    let etcd = Etcd::single().await.unwrap();
+    let proxy = Proxy::start(etcd.client_addr(0)).await.unwrap();
+    let client = Client::builder()
+        .endpoints([proxy.url()])
+        .max_in_flight(2)
+        .connect()
+        .await
+        .unwrap();
+    proxy.set_mode(ProxyMode::Delay(D));
+    let t0 = Instant::now();
+    let mut reads = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let c = client.clone();
+        reads.spawn(async move { c.get(format!("capped/{i}")).await });
+    }
+    while let Some(r) = reads.join_next().await {
+        r.expect("task").expect("read");
+    }
+    let took = t0.elapsed();
+    eprintln!("6 reads, 2 in flight, {D:?} each way: {took:?}");
+    assert!(
+        took >= 3 * 2 * D,
+        "six reads went faster than three waves: {took:?}"
+    );
+}
+
+/// `max_in_flight(0)` is refused before anything is sent.
+#[tokio::test]
+async fn no_call_in_flight_is_refused() {
+    let err = Client::builder()
+        .endpoints([closed_port().to_string()])
+        .max_in_flight(0)
+        .connect()
+        .await
+        .expect_err("max_in_flight 0");
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert!(err.to_string().contains("max_in_flight"), "{err}");
+}

@@ -304,6 +304,48 @@ async fn a_set_missing_one_key_writes_nothing_and_reports_the_loss() {
     assert_no_key(&client, &["x", "y"]).await;
 }
 
+/// A set's lost signal follows each of its keys, not only its lease: a key
+/// deleted from outside (the last name's here, the lease still alive)
+/// fires `lost()` with `KeyDeleted` as its event arrives, well before any
+/// keepalive; the guarded write is then refused without a call, and the
+/// release reports the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sets_lost_signal_fires_when_any_of_its_keys_is_deleted() {
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let set = within(
+        "lock_all",
+        WAIT,
+        client
+            .lock_all(["k1", "k2", "k3"])
+            .ttl(Duration::from_secs(60)),
+    )
+    .await
+    .expect("set");
+    assert!(!set.is_lost(), "a fresh set is not lost");
+    let signal = tokio::spawn(set.lost_signal());
+    // The keys are followed from the set's revision on: a deletion before
+    // their watches are created is seen as well.
+    set.put("k-data", "1").await.expect("guarded put");
+    client
+        .delete(&set.keys()[2])
+        .await
+        .expect("delete k3's key");
+    let reason = within("the lost signal", Duration::from_secs(3), set.lost()).await;
+    assert_eq!(reason, locker::LostReason::KeyDeleted);
+    assert!(set.is_lost());
+    let from_task = within("the spawned signal", WAIT, signal)
+        .await
+        .expect("join");
+    assert_eq!(from_task, locker::LostReason::KeyDeleted);
+    let w = set.put("k-data", "2").await;
+    assert!(matches!(w, Err(Error::LockLost { .. })), "{w:?}");
+    assert_eq!(client.get("k-data").await.unwrap().unwrap().value, b"1");
+    let r = set.release().await;
+    assert!(matches!(r, Err(Error::LockLost { .. })), "{r:?}");
+    assert_no_key(&client, &["k1", "k2", "k3"]).await;
+}
+
 /// A set waiting behind an older key whose own key on another name is
 /// deleted meanwhile does not report holding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

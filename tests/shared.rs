@@ -1323,6 +1323,71 @@ async fn waiters_on_one_client_share_one_watch_and_a_release_costs_one_read() {
     assert_nothing_queued(&client, name).await;
 }
 
+/// 20 mutex waiters on one client, behind a holder on another. The first
+/// waits on the holder's key; the others count on the client's one copy of
+/// the name, so their acquires are a put alone, with none of the sorted
+/// reads that cost etcd every key under the name. Each release then admits
+/// exactly the oldest waiter, in fencing-token order, at the cost of one
+/// read on the waiters' client (the admitted waiter's check of its key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutex_waiters_on_one_client_count_on_one_copy_of_the_name() {
+    const WAITERS: usize = 20;
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let name = "mutex/one-client";
+    let mut holder = within("lock", WAIT, client.lock(name)).await.expect("lock");
+    let rec = Recorder::default();
+    let own = connect_recorded(etcd.endpoints(), &rec).await;
+    let mut waiters = std::collections::VecDeque::new();
+    for _ in 0..WAITERS {
+        let (p, _) = queue_behind(&client, name, own.lock(name)).await;
+        waiters.push_back(p);
+    }
+    wait_quiet(std::slice::from_ref(&rec)).await;
+    // The read of the newest keys is in a queueing put's reads only (the
+    // holder's read is also in the branch that finds my key already there).
+    let sorted = rec.count(|r| {
+        r.kind == WireKind::Unary && r.path == paths::TXN && r.request.contains("sort=create:desc")
+    });
+    let opened = rec.count(|r| r.kind == WireKind::StreamOpen && r.path == paths::WATCH);
+    assert_eq!(
+        (sorted, opened),
+        (1, 1),
+        "acquires with sorted reads, watch streams opened"
+    );
+    let mut tokens = vec![holder.fencing_token()];
+    for step in 0..WAITERS {
+        wait_quiet(std::slice::from_ref(&rec)).await;
+        let t0 = Instant::now();
+        release(holder).await;
+        let (g, _) = waiters
+            .pop_front()
+            .expect("a waiter")
+            .guard("the oldest waiter")
+            .await;
+        within("status", WAIT, own.status()).await.expect("status");
+        wait_quiet(std::slice::from_ref(&rec)).await;
+        let t = Traffic::since(&rec, t0);
+        assert_eq!(
+            (t.txn, t.range),
+            (0, 1),
+            "reads after release {step}: {t:?}"
+        );
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "release {step} admitted a second waiter"
+        );
+        tokens.push(g.fencing_token());
+        holder = g;
+    }
+    release(holder).await;
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "not granted in token order: {tokens:?}"
+    );
+    assert_nothing_queued(&client, name).await;
+}
+
 // ---------------------------------------------------------------------------
 // Sessions: a name's keys of different shapes
 // ---------------------------------------------------------------------------

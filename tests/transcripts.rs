@@ -727,7 +727,120 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
     rec.take();
     other_rec.take();
     sets(&client, &other, &rec, &other_rec, &etcd, &mut measure).await;
+    second_waiter_of_a_client(&client, &rec, &etcd, &mut measure).await;
     check_readme_table(&table);
+}
+
+/// A second waiter of one client on a name, behind the client's first: it
+/// counts on the client's copy of the name's keys. Its acquire compares its
+/// own key only and puts it (no compare over the name's range, no sorted
+/// read of the queue); the copy is a watch of the name and a read of its
+/// keys; its turn, a read of its own key.
+async fn second_waiter_of_a_client(
+    client: &Client,
+    rec: &Recorder,
+    etcd: &Etcd,
+    measure: &mut impl FnMut(&'static str, &[String], i64),
+) {
+    let holder = client.lock("t/c").ttl(TTL).value("h").await.unwrap();
+    rec.take();
+    let rec4 = Recorder::default();
+    let fourth = self::client(etcd, &rec4).await;
+    let spawn_lock = |value: &'static str| {
+        let fourth = fourth.clone();
+        tokio::spawn(async move { fourth.lock("t/c").ttl(TTL).value(value).await })
+    };
+    let first = spawn_lock("w1");
+    wait_until("the first waiter to watch its predecessor", || {
+        rec4.contains(|r| r.kind == WireKind::StreamRecv && r.response.contains("created"))
+    })
+    .await;
+    rec4.take();
+    let c_wait0 = commits(etcd).await;
+    let second = spawn_lock("w2");
+    wait_until("the second waiter's put and the copy's read", || {
+        rec4.contains(|r| r.kind == WireKind::Unary && r.request.contains("keys_only"))
+            && rec4.contains(|r| r.kind == WireKind::Unary && r.path.ends_with("KV/Txn"))
+    })
+    .await;
+    // The copy starts (in the background) as the acquire is sent: the put
+    // and the copy's watch and read come in no fixed order, and the copy
+    // is read at the revision its watch was created at, which is before or
+    // after the put.
+    let mut queued: Vec<String> = rec4
+        .sent()
+        .into_iter()
+        .map(|l| match l.split_once(" at_rev=") {
+            Some((head, tail)) if l.contains("keys_only") => {
+                format!(
+                    "{head} at_rev=N {}",
+                    tail.split_once(' ').map_or("", |t| t.1)
+                )
+            }
+            _ => l,
+        })
+        .collect();
+    let order = |l: &String| {
+        ["LeaseGrant", "KV/Txn", "Watch/Watch", "KV/Range"]
+            .iter()
+            .position(|m| l.contains(m))
+    };
+    queued.sort_by_key(order);
+    // The first waiter leaves (its revoke, its watch's cancel): the second
+    // is next after the holder.
+    let c_first = commits(etcd).await;
+    first.abort();
+    wait_until("the first waiter to leave", || {
+        rec4.contains(|r| r.path.ends_with("LeaseRevoke"))
+            && rec4.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel"))
+    })
+    .await;
+    rec4.take();
+    let c0 = commits(etcd).await;
+    holder.release().await.unwrap();
+    let w = timeout(Duration::from_secs(10), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let c_after = commits(etcd).await;
+    let released_at = client.status().await.unwrap().revision;
+    rec.take();
+    wait_until("the copy's watch to be cancelled", || {
+        rec4.contains(|r| r.kind == WireKind::StreamSend && r.request.contains("cancel"))
+    })
+    .await;
+    let wl = w.lease().to_string();
+    let put = format!("put \"{}\" value_len=2 lease={wl}", w.key());
+    let mut got = queued;
+    got.extend(rec4.sent());
+    assert_eq!(
+        got,
+        [
+            GRANT_60.to_owned(),
+            format!(
+                "call /etcdserverpb.KV/Txn txn if [create(\"{key}\") == 0] then [{put}] else [range \"{key}\", {o}]",
+                key = w.key(),
+                o = owner_range("t/c"),
+            ),
+            "send /etcdserverpb.Watch/Watch watch create \"t/c/\"..\"t/c0\"".to_owned(),
+            "call /etcdserverpb.KV/Range range \"t/c/\"..\"t/c0\" at_rev=N serializable keys_only"
+                .to_owned(),
+            format!(
+                "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",
+                w.key()
+            ),
+            "send /etcdserverpb.Watch/Watch watch cancel id=2".to_owned(),
+        ]
+    );
+    // The waiter's lock, less the first waiter's revoke and the holder's.
+    measure(
+        "lock (after waiting, behind a waiter of the same client)",
+        &got,
+        c_after - c_wait0 - (c0 - c_first) - (c_after - c0),
+    );
+    w.release().await.unwrap();
+    rec4.take();
 }
 
 /// The transcripts of a set of three names: free on its own lease, busy

@@ -19,11 +19,15 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     http2_keepalive: Option<(Duration, Duration)>,
+    max_in_flight: usize,
     user: Option<(String, String)>,
     audit: Option<Sink>,
     #[cfg(feature = "tls")]
     tls: TlsOptions,
 }
+
+/// The default of [`ClientBuilder::max_in_flight`].
+const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 
 /// TLS settings for `https://` endpoints.
 #[cfg(feature = "tls")]
@@ -78,6 +82,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
             http2_keepalive: Some((Duration::from_secs(5), Duration::from_secs(3))),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             user: None,
             audit: None,
             #[cfg(feature = "tls")]
@@ -93,6 +98,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("http2_keepalive", &self.http2_keepalive)
+            .field("max_in_flight", &self.max_in_flight)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("audit", &self.audit.is_some())
             .finish()
@@ -121,6 +127,18 @@ impl ClientBuilder {
     /// Time allowed for one attempt of one unary call (default 5 s).
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = t;
+        self
+    }
+
+    /// How many unary calls this client (with its clones) has in flight at
+    /// most (default 128); more wait, in order, until one ends. Thousands
+    /// of waiters on one client then never flood etcd, which refuses
+    /// writes with `too many requests` once 5,000 entries wait to be
+    /// applied. A call's wait here does not count against its
+    /// [`request_timeout`](Self::request_timeout). Streams (watches,
+    /// keepalives) are not counted. `connect` refuses 0.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
         self
     }
 
@@ -270,6 +288,7 @@ impl ClientBuilder {
                 user: self.user,
                 token: RwLock::new(None),
                 auth_lock: tokio::sync::Mutex::new(()),
+                in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
             }),
             hubs: Arc::default(),
         })
@@ -283,6 +302,12 @@ impl ClientBuilder {
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(Error::invalid(format!(
+                "max_in_flight must be between 1 and {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            )));
         }
         self.endpoints
             .iter()

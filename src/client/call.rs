@@ -45,7 +45,7 @@ impl Client {
         F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let mut way = Failover::new(self.order());
+        let mut way = Failover::new(self.order()).retry_busy_for(self.inner.request_timeout);
         while let Some(i) = way.next().await {
             match self.attempt(i, path, &msg, &call).await {
                 Attempt::Answered(resp) => return Ok(resp),
@@ -76,6 +76,8 @@ impl Client {
     {
         let ep = &self.inner.endpoints[i];
         let timeout = self.inner.request_timeout;
+        // Never closed: the permit always comes, in turn.
+        let _permit = self.inner.in_flight.acquire().await;
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, call(ep.channel.clone(), self.request(msg.clone())))
@@ -163,10 +165,7 @@ impl Client {
                 way.cut_off(&ep.url, why);
                 way.retry_later(i);
             }
-            Failure::Busy(why) => {
-                way.failed(&ep.url, why);
-                way.retry_later(i);
-            }
+            Failure::Busy(why) => way.busy(&ep.url, i, why),
             Failure::NotEtcd(why) => {
                 ep.mark_down();
                 if retry == Retry::IfNotSent {

@@ -1,25 +1,40 @@
 //! One call's way through the endpoints: which endpoint to try next, and
 //! what the failed attempts add up to when none answered.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::Error;
 
 /// The pause before the second round of a unary call.
 const SECOND_ROUND_PAUSE: Duration = Duration::from_millis(100);
 
+/// The longest pause between two rounds for an endpoint that stays busy.
+const BUSY_PAUSE_CAP: Duration = Duration::from_millis(1600);
+
 /// The endpoints one call tries, and its failed attempts so far.
 ///
 /// First round: every endpoint once, healthy ones first. Second round,
 /// after a short pause: the endpoints that refused quickly (not reachable,
-/// or no leader yet), never one that timed out. A stream never asks for a
-/// second round.
+/// or no leader yet), never one that timed out. Later rounds, each after a
+/// pause twice as long as the one before (jittered, at most 1.6 s), while
+/// the call's busy budget lasts: the endpoints that refused because they
+/// were busy (etcd's `too many requests`, no leader yet), which applied
+/// nothing. A stream never asks for a second round.
 pub(super) struct Failover {
     /// This round's endpoints still to try, the next one last.
     plan: Vec<usize>,
     /// The endpoints for the second round, in the order they failed.
     second: Vec<usize>,
     in_second: bool,
+    /// The endpoints that were busy this round, for the next one.
+    busy: Vec<usize>,
+    /// Until when busy endpoints are tried again (`None`: never).
+    busy_until: Option<Instant>,
+    /// The pause before the next round.
+    pause: Duration,
     /// (endpoint, why) of every failed attempt, in order.
     attempts: Vec<(String, String)>,
     /// How many of the attempts were cut off during the TLS handshake.
@@ -41,6 +56,9 @@ impl Failover {
             plan,
             second: Vec::new(),
             in_second: false,
+            busy: Vec::new(),
+            busy_until: None,
+            pause: SECOND_ROUND_PAUSE,
             attempts: Vec::new(),
             cut_offs: 0,
             timeouts: 0,
@@ -49,21 +67,39 @@ impl Failover {
         }
     }
 
+    /// Tries busy endpoints again for `budget` from now.
+    pub(super) fn retry_busy_for(mut self, budget: Duration) -> Failover {
+        self.busy_until = Some(Instant::now() + budget);
+        self
+    }
+
     /// The next endpoint to try; `None` when the call has run out of them.
     ///
     /// # Cancel safety
-    /// Cancel safe: only the pause before the second round awaits.
+    /// Cancel safe: only the pause between rounds awaits.
     pub(super) async fn next(&mut self) -> Option<usize> {
         if let Some(i) = self.plan.pop() {
             return Some(i);
         }
-        if self.in_second || self.second.is_empty() {
+        let mut round = Vec::new();
+        if !self.in_second {
+            self.in_second = true;
+            round.append(&mut self.second);
+        }
+        let pause = jittered(self.pause);
+        if self
+            .busy_until
+            .is_some_and(|until| Instant::now() + pause < until)
+        {
+            round.append(&mut self.busy);
+        }
+        if round.is_empty() {
             return None;
         }
-        self.in_second = true;
-        self.plan = std::mem::take(&mut self.second);
-        self.plan.reverse();
-        tokio::time::sleep(SECOND_ROUND_PAUSE).await;
+        round.reverse();
+        self.plan = round;
+        tokio::time::sleep(pause).await;
+        self.pause = (self.pause * 2).min(BUSY_PAUSE_CAP);
         self.plan.pop()
     }
 
@@ -75,6 +111,15 @@ impl Failover {
     /// Tries endpoint `i` again in the second round.
     pub(super) fn retry_later(&mut self, i: usize) {
         self.second.push(i);
+    }
+
+    /// Endpoint `i` refused as busy: it is tried again in the next round,
+    /// while the busy budget lasts.
+    pub(super) fn busy(&mut self, endpoint: &str, i: usize, why: String) {
+        self.failed(endpoint, why);
+        if !self.busy.contains(&i) {
+            self.busy.push(i);
+        }
     }
 
     /// An attempt failed.
@@ -144,5 +189,51 @@ impl Failover {
         }
         let (endpoint, detail) = self.attempts.pop()?;
         Some(Error::Tls { endpoint, detail })
+    }
+}
+
+/// `pause` scaled by a random factor in [0.5, 1.5): callers refused
+/// together do not all come back together.
+fn jittered(pause: Duration) -> Duration {
+    let draw = RandomState::new().hash_one(Instant::now());
+    let permille = u32::try_from(draw % 1000).unwrap_or(0);
+    pause * (500 + permille) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Busy endpoints (etcd refused before applying anything) are tried
+    /// again, round after round with growing pauses, until the call's busy
+    /// budget is spent; a call without a budget (a stream's open) stops
+    /// after its first round, as does an endpoint that refused otherwise
+    /// after its second.
+    #[tokio::test]
+    async fn busy_endpoints_are_tried_again_until_the_budget_is_spent() {
+        let budget = Duration::from_secs(2);
+        let mut way = Failover::new(vec![0, 1]).retry_busy_for(budget);
+        let t0 = Instant::now();
+        let mut tries = Vec::new();
+        while let Some(i) = way.next().await {
+            tries.push(i);
+            way.busy("http://e", i, "etcdserver: too many requests".into());
+        }
+        let took = t0.elapsed();
+        assert!(tries.len() >= 6, "fewer than three rounds: {tries:?}");
+        assert!(tries.chunks(2).all(|r| r == [0, 1]), "{tries:?}");
+        assert!(took <= budget, "went on past the budget: {took:?}");
+
+        let mut stream = Failover::new(vec![0]);
+        assert_eq!(stream.next().await, Some(0));
+        stream.busy("http://e", 0, "no leader".into());
+        assert_eq!(stream.next().await, None);
+
+        let mut refused = Failover::new(vec![0]).retry_busy_for(budget);
+        assert_eq!(refused.next().await, Some(0));
+        refused.retry_later(0);
+        assert_eq!(refused.next().await, Some(0), "the second round");
+        refused.retry_later(0);
+        assert_eq!(refused.next().await, None);
     }
 }

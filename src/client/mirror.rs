@@ -13,6 +13,12 @@
 //! When the watch ends (etcd cancelled it, its resume revision was
 //! compacted, or it fell behind), the copy is read again from a new watch;
 //! waiters wait on.
+//!
+//! A semaphore's waiters always count on the copy. A mutex's (or a
+//! writer's, or a candidate's) do when several contenders of the client
+//! are on the name at once ([`Client::contend`]): then each acquire reads
+//! nothing of the queue (whose sorted reads cost etcd a scan of every key
+//! under the name) and the copy tells each waiter its turn.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -27,8 +33,31 @@ use crate::types::Revision;
 use crate::wire::etcdserverpb as pb;
 use crate::wire::mvccpb::event::EventType;
 
-/// The mirrors of a client, by prefix (kept by its `Hubs`).
-pub(crate) type Mirrors = Mutex<HashMap<Vec<u8>, Weak<Mirror>>>;
+/// The mirrors of a client, by prefix, and how many of its contenders are
+/// on each prefix (kept by its `Hubs`).
+#[derive(Default)]
+pub(crate) struct Mirrors {
+    views: Mutex<HashMap<Vec<u8>, Weak<Mirror>>>,
+    contenders: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+}
+
+/// One contender of the client on a prefix, counted while it lives.
+pub(crate) struct Contender {
+    contenders: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    prefix: Vec<u8>,
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        let mut all = crate::rt::lock(&self.contenders);
+        if let Some(n) = all.get_mut(&self.prefix) {
+            *n -= 1;
+            if *n == 0 {
+                all.remove(&self.prefix);
+            }
+        }
+    }
+}
 
 /// One prefix's copy; its task ends when the last waiter lets go of it.
 pub(crate) struct Mirror {
@@ -59,6 +88,32 @@ struct Waiter {
     tx: oneshot::Sender<Revision>,
 }
 
+impl Mirror {
+    /// Waits until fewer than `limit` keys under the prefix were created
+    /// before `rev`; returns a revision at which that holds.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves the copy.
+    pub(crate) async fn wait_fewer_before(&self, rev: Revision, limit: u32) -> Revision {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut s = crate::rt::lock(&self.state);
+            let id = (rev.0, s.next_waiter);
+            s.next_waiter += 1;
+            s.waiters.insert(id, Waiter { limit, tx });
+            s.judge();
+            id
+        };
+        // Leaves the waiter list however this future ends.
+        let _leave = Leave(&self.state, id);
+        match rx.await {
+            Ok(at) => at,
+            // The task ended, which only the mirror's drop does.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 impl Client {
     /// Waits until fewer than `limit` keys under `prefix` were created
     /// before `rev`; returns a revision at which that holds.
@@ -78,26 +133,39 @@ impl Client {
         limit: u32,
     ) -> Revision {
         let mirror = self.mirror(prefix.as_bytes());
-        let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut s = crate::rt::lock(&mirror.state);
-            let id = (rev.0, s.next_waiter);
-            s.next_waiter += 1;
-            s.waiters.insert(id, Waiter { limit, tx });
-            s.judge();
-            id
+        mirror.wait_fewer_before(rev, limit).await
+    }
+
+    /// Counts one more contender of this client on `prefix` while the
+    /// returned guard lives. When the client has a copy of the prefix
+    /// already, or another contender is on it, also returns the copy
+    /// (started now if need be), on which this contender counts instead
+    /// of reading the queue.
+    ///
+    /// Wire calls: when the copy starts, those of
+    /// [`wait_fewer_before`](Self::wait_fewer_before)'s first waiter.
+    pub(crate) fn contend(&self, prefix: &str) -> (Option<Contender>, Option<Arc<Mirror>>) {
+        let mirrors = &self.hubs().mirrors;
+        let prefix = prefix.as_bytes().to_vec();
+        let others = {
+            let mut all = crate::rt::lock(&mirrors.contenders);
+            let n = all.entry(prefix.clone()).or_default();
+            *n += 1;
+            *n - 1
         };
-        // Leaves the waiter list however this future ends.
-        let _leave = Leave(&mirror.state, id);
-        match rx.await {
-            Ok(at) => at,
-            // The task ended, which only the mirror's drop does.
-            Err(_) => std::future::pending().await,
-        }
+        let live = crate::rt::lock(&mirrors.views)
+            .get(&prefix)
+            .and_then(Weak::upgrade);
+        let view = live.or_else(|| (others > 0).then(|| self.mirror(&prefix)));
+        let contender = Contender {
+            contenders: mirrors.contenders.clone(),
+            prefix,
+        };
+        (Some(contender), view)
     }
 
     fn mirror(&self, prefix: &[u8]) -> Arc<Mirror> {
-        let mut all = crate::rt::lock(&self.hubs().mirrors);
+        let mut all = crate::rt::lock(&self.hubs().mirrors.views);
         if let Some(m) = all.get(prefix).and_then(Weak::upgrade) {
             return m;
         }

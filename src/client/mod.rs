@@ -49,6 +49,7 @@ mod watches;
 pub use builder::ClientBuilder;
 use endpoints::Ep;
 pub(crate) use keepalives::{Registration, Renewal, plus_ttl};
+pub(crate) use mirror::Mirror;
 pub use ops::MemberStatus;
 pub(crate) use ops::{MAX_TTL_SECS, header, prefix_end, ttl_secs};
 pub(crate) use stream::BiStream;
@@ -76,6 +77,9 @@ struct Inner {
     user: Option<(String, String)>,
     token: RwLock<Option<AsciiMetadataValue>>,
     auth_lock: tokio::sync::Mutex<()>,
+    /// One permit per unary call in flight (see
+    /// [`ClientBuilder::max_in_flight`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A connection to an etcd cluster. Cheap to clone; clones share the

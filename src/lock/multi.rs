@@ -202,19 +202,32 @@ impl MultiLockGuard {
         self.held.session.deadline()
     }
 
-    /// Whether the lease is known to be lost (the lost signal has fired).
+    /// Whether the set is known to be lost: its lease (the lost signal has
+    /// fired), or one of its keys seen deleted. The first call starts
+    /// following the keys, like [`lost`](Self::lost).
     pub fn is_lost(&self) -> bool {
-        self.held.session.lost().is_some()
+        self.held.lost_now().is_some()
     }
 
     /// Resolves when the set can no longer be assumed held (see
-    /// [`LockGuard::lost`](crate::LockGuard::lost)): every name goes with
-    /// the one lease.
+    /// [`LockGuard::lost`](crate::LockGuard::lost)): its one lease is
+    /// lost, or any of its keys is deleted (by an operator or another
+    /// client), as soon as the deletion's event arrives
+    /// ([`LostReason::KeyDeleted`]). The keys are followed from the first
+    /// call on: one watch each on the client's one watch stream.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lost(&self) -> LostReason {
-        self.held.session.wait_lost().await
+        self.held.wait_lost().await
+    }
+
+    /// [`lost`](Self::lost) as a future that owns what it needs (`Send`
+    /// and `'static`: spawn it, or keep it past the guard's borrow). Once
+    /// the guard is gone it resolves with [`LostReason::Closed`] (unless
+    /// the set was lost before).
+    pub fn lost_signal(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        self.held.lost_signal()
     }
 
     /// The comparisons that all hold exactly while this set holds every

@@ -29,6 +29,11 @@ pub(crate) struct Acquire<'a> {
     pub(crate) key: &'a str,
     pub(crate) value: &'a [u8],
     pub(crate) lease: LeaseId,
+    /// Whether a queueing put reads where it stands (the holders and the
+    /// newest keys). Without, my turn is left for the client's live copy
+    /// of the name to tell: etcd answers those sorted reads by reading
+    /// every key under the name.
+    pub(crate) reads_queue: bool,
 }
 
 /// Where my key stands after the acquire.
@@ -111,15 +116,22 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
         .chain(reads(a.rule.holder_reads(a.prefix)))
         .map(op)
         .collect();
+    let queue = |read_back| pb::TxnRequest {
+        compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
+        success: std::iter::once(put(false))
+            .chain(reads(match a.reads_queue {
+                true => a.rule.after_put_reads(a.prefix),
+                false => Vec::new(),
+            }))
+            .map(op)
+            .collect(),
+        failure: read_back,
+    };
+    if flat(a, mode) {
+        return queue(read_back);
+    }
     let busy = match mode {
-        Mode::Queue => vec![op(Op::RequestTxn(pb::TxnRequest {
-            compare: vec![compare_create(a.key.as_bytes(), Revision(0))],
-            success: std::iter::once(put(false))
-                .chain(reads(a.rule.after_put_reads(a.prefix)))
-                .map(op)
-                .collect(),
-            failure: read_back,
-        }))],
+        Mode::Queue => vec![op(Op::RequestTxn(queue(read_back)))],
         Mode::OnlyIfFree => read_back,
     };
     if !a.rule.agreed_limit {
@@ -133,8 +145,17 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
             failure: busy,
         };
     }
-    // A semaphore: the first user of an idle name sets the limit; every
-    // other acquire goes on only if it asks for the same limit.
+    semaphore_request(a, op(put(false)), busy)
+}
+
+/// A semaphore's acquire: the first user of an idle name sets the limit
+/// with its `put`; every other acquire goes on (`busy`, the queueing
+/// transaction or a try's reads) only if it asks for the same limit.
+fn semaphore_request(
+    a: &Acquire<'_>,
+    put: pb::RequestOp,
+    busy: Vec<pb::RequestOp>,
+) -> pb::TxnRequest {
     let limit_key = key::limit_key(a.prefix).into_bytes();
     let limit = a.rule.limit.to_string().into_bytes();
     let set_limit = Op::RequestPut(pb::PutRequest {
@@ -161,7 +182,7 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
     let read_others = read_one_of_each(&others);
     pb::TxnRequest {
         compare: a.rule.none_exist(a.prefix),
-        success: vec![op(set_limit), op(put(false))],
+        success: vec![op(set_limit), put],
         failure: vec![op(Op::RequestTxn(pb::TxnRequest {
             compare: std::iter::once(same_limit).chain(only_permits).collect(),
             success: busy,
@@ -171,6 +192,16 @@ pub(crate) fn request(a: &Acquire<'_>, mode: Mode) -> pb::TxnRequest {
                 .collect(),
         }))],
     }
+}
+
+/// Whether the acquire is the queueing transaction alone, without the
+/// free branch around it: for a contender that counts on the client's
+/// live copy of the name (other contenders of the client are there, so the
+/// name is most likely busy), when no limit is to be agreed. The free
+/// branch's compare over the name's range costs etcd a read of every key
+/// under the name, in its apply loop; the compare of my own key costs one.
+fn flat(a: &Acquire<'_>, mode: Mode) -> bool {
+    mode == Mode::Queue && !a.reads_queue && !a.rule.agreed_limit
 }
 
 /// Reads of one key (keys only) in each range: for a refused semaphore,
@@ -199,7 +230,8 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
             "the lock transaction answered at revision {rev}"
         )));
     }
-    if resp.succeeded {
+    let flat = flat(a, mode);
+    if resp.succeeded && !flat {
         // No blocker: I hold, with my key created now unless the put
         // replaced it (a reader's, which keeps its create revision).
         return Ok(holding(replaced(resp)?.unwrap_or(Revision(rev))));
@@ -214,10 +246,24 @@ pub(crate) fn read_answer(a: &Acquire<'_>, mode: Mode, resp: &pb::TxnResponse) -
         resp
     };
     let resp = match mode {
-        Mode::OnlyIfFree => resp,
-        Mode::Queue => nested(resp)?,
+        Mode::Queue if !flat => nested(resp)?,
+        _ => resp,
     };
     let per_read = a.rule.ranges(a.prefix).len();
+    if mode == Mode::Queue && resp.succeeded && !a.reads_queue {
+        // My key was created now, behind others; the live copy tells when
+        // my turn comes.
+        ranges(resp, 0)?;
+        return Ok(Queued {
+            rev: Revision(rev),
+            turn: Turn::Wait {
+                witnesses: Vec::new(),
+                last: true,
+            },
+            holder: None,
+            found: None,
+        });
+    }
     if mode == Mode::Queue && resp.succeeded {
         // My key was created now: it is the newest key.
         let answers = ranges(resp, 2 * per_read)?;
@@ -349,6 +395,7 @@ mod tests {
             key,
             value: b"v",
             lease: LeaseId(0x1f),
+            reads_queue: true,
         }
     }
 
@@ -409,6 +456,62 @@ mod tests {
         let t = request(&acquire_of("n/1f"), Mode::OnlyIfFree);
         assert_eq!(t.failure.len(), 2);
         assert!(only_reads(&t.failure));
+    }
+
+    /// A contender that counts on the client's live copy of the name sends
+    /// the queueing transaction alone: a compare of its own key (not of the
+    /// name's whole range) and the put, with no read of the queue (whose
+    /// sorted reads, like the range compare, cost etcd every key under the
+    /// name); its turn is left for the copy to tell.
+    #[test]
+    fn a_queueing_put_on_the_live_copy_reads_nothing() {
+        let a = Acquire {
+            reads_queue: false,
+            ..acquire_of("n/1f")
+        };
+        let req = request(&a, Mode::Queue);
+        assert_eq!(req.compare.len(), 1);
+        assert_eq!(
+            req.compare[0].key, b"n/1f",
+            "my key's compare, not the name's"
+        );
+        assert!(req.compare[0].range_end.is_empty());
+        assert_eq!(req.success.len(), 1, "the put alone");
+        assert!(matches!(req.success[0].request, Some(Op::RequestPut(ref p)) if p.lease == 0x1f));
+        assert_eq!(req.failure.len(), 2, "my key, holder: nothing written");
+        let queued = pb::TxnResponse {
+            header: header(9),
+            succeeded: true,
+            responses: vec![put_answer(None)],
+        };
+        let q = read_answer(&a, Mode::Queue, &queued).unwrap();
+        assert_eq!(q.rev, Revision(9));
+        assert!(!q.holds(), "a put behind others does not hold by itself");
+        assert!(matches!(q.turn, Turn::Wait { ref witnesses, last: true } if witnesses.is_empty()));
+        // A resent acquire finds my key and reads it back.
+        let again = pb::TxnResponse {
+            header: header(9),
+            succeeded: false,
+            responses: vec![range(&[("n/1f", 4)]), range(&[("n/0a", 3)])],
+        };
+        let q = read_answer(&a, Mode::Queue, &again).unwrap();
+        assert_eq!(q.rev, Revision(4));
+        assert!(!q.holds());
+        // An answer with reads where none were asked is refused.
+        let wrong = pb::TxnResponse {
+            responses: vec![put_answer(None), range(&[("n/0a", 3)])],
+            ..queued
+        };
+        assert!(matches!(
+            read_answer(&a, Mode::Queue, &wrong),
+            Err(Error::Protocol { .. })
+        ));
+        // A semaphore keeps the branch that agrees on its limit.
+        let sem = Acquire {
+            reads_queue: false,
+            ..one_permit()
+        };
+        assert!(!request(&sem, Mode::Queue).compare[0].range_end.is_empty());
     }
 
     fn put_answer(prev: Option<(&str, i64)>) -> pb::ResponseOp {

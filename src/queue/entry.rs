@@ -130,8 +130,17 @@ impl Entry {
         // The grant and the name's reservation count against the timeout.
         let r = before(deadline, self.ready(), timed_out).await?;
         let prefix = key::prefix(&self.name);
+        // With other contenders of this client on the name, the client's
+        // live copy of its keys tells my turn: the acquire reads nothing.
+        let (_contender, view) = match self.rule.counts_on_copy() {
+            true => r.session.client.contend(&prefix),
+            false => (None, None),
+        };
         let turn = async {
-            let a = self.acquire(&r, &prefix);
+            let a = Acquire {
+                reads_queue: view.is_none(),
+                ..self.acquire(&r, &prefix)
+            };
             let q = acquire(&r.session.client, &a, Mode::Queue).await?;
             if !q.holds() {
                 let me = Place {
@@ -139,6 +148,7 @@ impl Entry {
                     prefix: &prefix,
                     key: &r.key,
                     rev: q.rev,
+                    view: view.as_deref(),
                 };
                 wait_turn(&r.session, &me, q.turn).await?;
             }
@@ -192,6 +202,7 @@ impl Entry {
             key: &r.key,
             value: &r.value,
             lease: r.session.lease,
+            reads_queue: true,
         }
     }
 

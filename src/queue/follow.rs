@@ -1,18 +1,105 @@
-//! Following a held key: the lost signal fires when the key itself goes
+//! Following held keys: the lost signal fires when a key itself goes
 //! (deleted by another client or an operator, or its lease revoked), as
 //! soon as the deletion's event arrives, not only at the next keepalive.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::watch::{create_request, key_exists};
 use crate::client::Client;
+use crate::session::{LostReason, SessionInner};
 use crate::types::Revision;
 use crate::wire::mvccpb::event::EventType;
 
-/// A task that watches one held key; dropping this stops it.
+/// The lost signal of held keys, all created at one revision (one key for
+/// a guard, every name's key for a set): the lease's signal, or a key's
+/// own deletion. The keys are followed from the first question on (one
+/// watch each on the client's stream); a guard nobody asks sends nothing.
+pub(crate) struct LostSignal {
+    keys: Vec<String>,
+    rev: Revision,
+    follower: OnceLock<Follower>,
+}
+
+impl LostSignal {
+    pub(crate) fn new(keys: Vec<String>, rev: Revision) -> LostSignal {
+        LostSignal {
+            keys,
+            rev,
+            follower: OnceLock::new(),
+        }
+    }
+
+    /// The keys' follower, started on first use (not outside a runtime).
+    fn follower(&self, session: &SessionInner) -> Option<&Follower> {
+        if let Some(f) = self.follower.get() {
+            return Some(f);
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let client = &session.client;
+        Some(
+            self.follower
+                .get_or_init(|| Follower::start(client, &self.keys, self.rev)),
+        )
+    }
+
+    /// Whether a key was seen deleted (only once something asked).
+    pub(crate) fn key_gone(&self) -> bool {
+        self.follower.get().is_some_and(Follower::is_gone)
+    }
+
+    /// Whether the keys are known to be lost: the lease (judged by the
+    /// clock) or, once followed, a key. Starts following the keys.
+    pub(crate) fn lost_now(&self, session: &SessionInner) -> Option<LostReason> {
+        session.lost().or_else(|| {
+            self.follower(session)
+                .is_some_and(Follower::is_gone)
+                .then_some(LostReason::KeyDeleted)
+        })
+    }
+
+    /// Resolves when the keys are lost: the lease's signal, or a key's
+    /// deletion event. Starts following the keys.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_lost(&self, session: &SessionInner) -> LostReason {
+        let Some(f) = self.follower(session) else {
+            return session.wait_lost().await;
+        };
+        tokio::select! {
+            r = session.wait_lost() => r,
+            _ = f.gone() => session.lost().unwrap_or(LostReason::KeyDeleted),
+        }
+    }
+
+    /// [`wait_lost`](Self::wait_lost) as a `'static` future;
+    /// [`LostReason::Closed`] once the follower is gone (with its guard).
+    pub(crate) fn signal(
+        &self,
+        session: &SessionInner,
+    ) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        let lease = session.lost_signal();
+        let gone = self.follower(session).map(Follower::receiver);
+        async move {
+            let Some(mut gone) = gone else {
+                return lease.await;
+            };
+            tokio::select! {
+                r = lease => r,
+                g = gone.wait_for(|g| *g) => match g {
+                    Ok(_) => LostReason::KeyDeleted,
+                    Err(_) => LostReason::Closed,
+                },
+            }
+        }
+    }
+}
+
+/// A task that watches held keys; dropping this stops it.
 pub(crate) struct Follower {
     gone: watch::Receiver<bool>,
     task: JoinHandle<()>,
@@ -25,12 +112,22 @@ impl Drop for Follower {
 }
 
 impl Follower {
-    /// Starts following `key`, created at `rev`: one watch on the client's
-    /// stream, from the revision after `rev` (so a deletion that came
-    /// before this call is seen too).
-    pub(crate) fn start(client: &Client, key: &str, rev: Revision) -> Follower {
+    /// Starts following `keys`, all created at `rev`: one watch each on
+    /// the client's stream, from the revision after `rev` (so a deletion
+    /// that came before this call is seen too). "Gone" once any one goes.
+    pub(crate) fn start(client: &Client, keys: &[String], rev: Revision) -> Follower {
         let (tx, gone) = watch::channel(false);
-        let task = tokio::spawn(follow(client.clone(), key.as_bytes().to_vec(), rev, tx));
+        let mut each = JoinSet::new();
+        for key in keys {
+            each.spawn(until_gone(client.clone(), key.as_bytes().to_vec(), rev));
+        }
+        let task = tokio::spawn(async move {
+            // Dropped with this task (when the follower is), `each` aborts
+            // the other keys' watches.
+            if each.join_next().await.is_some() {
+                let _ = tx.send(true);
+            }
+        });
         Follower { gone, task }
     }
 
@@ -58,10 +155,10 @@ impl Follower {
 }
 
 /// Watches `key` until an event shows it deleted or replaced (another
-/// create revision). When the watch ends (its start was compacted, etcd
-/// cancelled it, or it fell behind), the key is read, and watched again
-/// from the read's revision.
-async fn follow(client: Client, key: Vec<u8>, rev: Revision, gone: watch::Sender<bool>) {
+/// create revision), then returns. When the watch ends (its start was
+/// compacted, etcd cancelled it, or it fell behind), the key is read, and
+/// watched again from the read's revision.
+async fn until_gone(client: Client, key: Vec<u8>, rev: Revision) {
     let mut from = rev.0 + 1;
     loop {
         let mut w = client.watch(create_request(&key, Vec::new(), Revision(from)));
@@ -72,17 +169,13 @@ async fn follow(client: Client, key: Vec<u8>, rev: Revision, gone: watch::Sender
             for ev in &resp.events {
                 let Some(kv) = &ev.kv else { continue };
                 if ev.r#type == EventType::Delete as i32 || kv.create_revision != rev.0 {
-                    let _ = gone.send(true);
                     return;
                 }
                 from = from.max(kv.mod_revision + 1);
             }
         }
         match key_exists(&client, &key, rev, 0).await {
-            Ok(read) if !read.exists => {
-                let _ = gone.send(true);
-                return;
-            }
+            Ok(read) if !read.exists => return,
             Ok(read) => from = read.at.0 + 1,
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -1,10 +1,10 @@
 //! A key that holds its turn: the state behind every guard, its guarded
 //! writes, its release, and its release in the background when dropped.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::acquire::op;
-use super::follow::Follower;
+use super::follow::LostSignal;
 use super::release::{LeaseUse, Reservation};
 use super::rule::compare_create;
 use crate::client::Retry;
@@ -26,7 +26,7 @@ pub(crate) struct Held {
     /// The name, reserved on the session until my key is gone.
     slot: Reservation,
     /// Follows my key once something asks for the lost signal.
-    follower: OnceLock<Follower>,
+    lost: LostSignal,
 }
 
 impl Held {
@@ -35,35 +35,18 @@ impl Held {
         Held {
             session: slot.session.clone(),
             name: slot.name.clone(),
+            lost: LostSignal::new(vec![key.clone()], rev),
             key,
             value,
             rev,
             slot,
-            follower: OnceLock::new(),
         }
-    }
-
-    /// The key's follower, started on first use (not outside a runtime).
-    fn follower(&self) -> Option<&Follower> {
-        if let Some(f) = self.follower.get() {
-            return Some(f);
-        }
-        tokio::runtime::Handle::try_current().ok()?;
-        let client = &self.session.client;
-        Some(
-            self.follower
-                .get_or_init(|| Follower::start(client, &self.key, self.rev)),
-        )
     }
 
     /// Whether the lock is known to be lost: the lease (judged by the
     /// clock) or, once followed, the key. Starts following the key.
     pub(crate) fn lost_now(&self) -> Option<LostReason> {
-        self.session.lost().or_else(|| {
-            self.follower()
-                .is_some_and(Follower::is_gone)
-                .then_some(LostReason::KeyDeleted)
-        })
+        self.lost.lost_now(&self.session)
     }
 
     /// Resolves when the lock is lost: the lease's signal, or my key's
@@ -73,13 +56,7 @@ impl Held {
     /// # Cancel safety
     /// Cancel safe.
     pub(crate) async fn wait_lost(&self) -> LostReason {
-        let Some(f) = self.follower() else {
-            return self.session.wait_lost().await;
-        };
-        tokio::select! {
-            r = self.session.wait_lost() => r,
-            _ = f.gone() => self.session.lost().unwrap_or(LostReason::KeyDeleted),
-        }
+        self.lost.wait_lost(&self.session).await
     }
 
     /// [`wait_lost`](Self::wait_lost) as a `'static` future: the lease's
@@ -88,20 +65,7 @@ impl Held {
     pub(crate) fn lost_signal(
         &self,
     ) -> impl std::future::Future<Output = LostReason> + Send + 'static {
-        let lease = self.session.lost_signal();
-        let gone = self.follower().map(Follower::receiver);
-        async move {
-            let Some(mut gone) = gone else {
-                return lease.await;
-            };
-            tokio::select! {
-                r = lease => r,
-                g = gone.wait_for(|g| *g) => match g {
-                    Ok(_) => LostReason::KeyDeleted,
-                    Err(_) => LostReason::Closed,
-                },
-            }
-        }
+        self.lost.signal(&self.session)
     }
 
     /// The error for `reason`, as this guard sees it.
@@ -127,7 +91,7 @@ impl Held {
     /// [`Error::LockLost`] when my key is gone or not mine; the loss when
     /// the lost signal fired (nothing sent); [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        if self.follower.get().is_some_and(Follower::is_gone) {
+        if self.lost.key_gone() {
             self.session.check_alive()?;
             return Err(self.lost_error(LostReason::KeyDeleted));
         }
@@ -154,7 +118,7 @@ impl Held {
         let lost = self.session.lost();
         // My key seen deleted by someone else: the release may still find
         // the lease (a revoke that finds it says nothing of the key).
-        let key_gone = self.follower.get().is_some_and(Follower::is_gone);
+        let key_gone = self.lost.key_gone();
         let lease_use = self.slot.lease_use;
         // Until my key is known gone, the name stays reserved: a new request
         // for it on this session waits, even if this future is dropped

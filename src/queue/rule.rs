@@ -141,6 +141,14 @@ impl Rule {
         self.limit > 1 && self.blockers == Blockers::All
     }
 
+    /// Whether a waiter may count the blockers before it on the client's
+    /// live copy of the name's keys when other contenders of the client
+    /// share it: when every key of the name is a blocker (all but a
+    /// reader).
+    pub(crate) fn counts_on_copy(&self) -> bool {
+        self.blockers == Blockers::All
+    }
+
     /// Whether my own key is one of the blockers (all but a reader's): a
     /// free branch then never finds my key there already.
     pub(crate) fn own_key_blocks(&self) -> bool {

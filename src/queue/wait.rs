@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::acquire::{op, ranges};
 use super::rule::{Rule, Turn};
 use super::watch::{key_exists, wait_any_deleted_with};
-use crate::client::Retry;
+use crate::client::{Mirror, Retry};
 use crate::error::{Error, Result};
 use crate::session::SessionInner;
 use crate::types::Revision;
@@ -20,6 +20,9 @@ pub(crate) struct Place<'a> {
     pub(crate) key: &'a str,
     /// My key's create revision.
     pub(crate) rev: Revision,
+    /// The client's live copy of the name's keys, when I count on it (see
+    /// [`Client::contend`](crate::client::Client::contend)).
+    pub(crate) view: Option<&'a Mirror>,
 }
 
 /// What a read of the queue showed.
@@ -77,7 +80,12 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
         };
         backoff = Duration::from_millis(50);
         serializable = true;
-        let (waited, last) = if me.rule.counts_locally() {
+        let (waited, last) = if let Some(view) = me.view {
+            // The client's copy of the name's keys, which its other
+            // contenders share, says when my turn comes.
+            let at = view.wait_fewer_before(me.rev, me.rule.limit).await;
+            (Ok(Some(at)), true)
+        } else if me.rule.counts_locally() {
             // A semaphore: the client's copy of the name's keys says when
             // fewer than N were created before mine (one watch per client
             // and name, however many wait), not N watches per waiter.

@@ -213,6 +213,7 @@ async fn wait_behind(r: &SetReady, q: &SetQueued) -> Result<()> {
             prefix: &r.prefixes[i],
             key: &r.keys[i],
             rev: q.rev,
+            view: None,
         };
         wait_turn(&r.session, &me, Turn::Unknown).await?;
         waited = true;
