@@ -13,14 +13,44 @@
 //! rounds. `scripts/bench --mode scale` runs it against a throwaway etcd and
 //! writes the table into docs/performance.md.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::Duration;
 
 use locker::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+/// The system allocator, counting the bytes this process has allocated
+/// and not freed: the client's heap, without what the allocator keeps.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call goes to the system allocator with its own arguments;
+// only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 const TTL: Duration = Duration::from_secs(10);
 const HOLD: Duration = Duration::from_millis(2);
@@ -101,6 +131,8 @@ struct Sample {
     keepalive_started: f64,
     etcd_mib: f64,
     client_mib: f64,
+    /// The client's live heap (bytes allocated and not freed), in KiB.
+    heap_kib: f64,
 }
 
 async fn sample(ep: &str) -> Sample {
@@ -112,6 +144,7 @@ async fn sample(ep: &str) -> Sample {
         keepalive_started: metric(ep, started, "grpc_method=\"LeaseKeepAlive\"").await,
         etcd_mib: metric(ep, "process_resident_memory_bytes", "").await / 1048576.0,
         client_mib: rss_mib(),
+        heap_kib: LIVE.load(Ordering::Relaxed) as f64 / 1024.0,
     }
 }
 
@@ -124,18 +157,20 @@ impl Sample {
             keepalive_started: self.keepalive_started.max(o.keepalive_started),
             etcd_mib: self.etcd_mib.max(o.etcd_mib),
             client_mib: self.client_mib.max(o.client_mib),
+            heap_kib: self.heap_kib.max(o.heap_kib),
         }
     }
 
     fn json(&self) -> String {
         format!(
-            "{{\"watch_streams\":{},\"watchers\":{},\"watch_started\":{},\"keepalive_started\":{},\"etcd_mib\":{:.1},\"client_mib\":{:.1}}}",
+            "{{\"watch_streams\":{},\"watchers\":{},\"watch_started\":{},\"keepalive_started\":{},\"etcd_mib\":{:.1},\"client_mib\":{:.1},\"heap_kib\":{:.1}}}",
             self.watch_streams,
             self.watchers,
             self.watch_started,
             self.keepalive_started,
             self.etcd_mib,
-            self.client_mib
+            self.client_mib,
+            self.heap_kib
         )
     }
 }
@@ -207,8 +242,9 @@ async fn run_case(ep: &str, eps: &[String], case: &'static Case, run: u128) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = sample(ep).await;
     let per_waiter_kib = (peak.client_mib - before.client_mib) * 1024.0 / case.waiters as f64;
+    let heap_per_waiter_kib = (peak.heap_kib - before.heap_kib) / case.waiters as f64;
     println!(
-        "{{\"mode\":\"scale\",\"case\":\"{}\",\"waiters\":{},\"rounds\":{},\"permits\":{},\"completed\":{finished},\"acquisitions\":{n},\"errors\":{errors},\"first_error\":{:?},\"seconds\":{:.1},\"rate\":{:.1},\"watch_streams_opened\":{},\"keepalive_streams_opened\":{},\"client_kib_per_waiter\":{per_waiter_kib:.1},\"before\":{},\"peak\":{},\"after\":{}}}",
+        "{{\"mode\":\"scale\",\"case\":\"{}\",\"waiters\":{},\"rounds\":{},\"permits\":{},\"completed\":{finished},\"acquisitions\":{n},\"errors\":{errors},\"first_error\":{:?},\"seconds\":{:.1},\"rate\":{:.1},\"watch_streams_opened\":{},\"keepalive_streams_opened\":{},\"client_kib_per_waiter\":{per_waiter_kib:.1},\"heap_kib_per_waiter\":{heap_per_waiter_kib:.1},\"before\":{},\"peak\":{},\"after\":{}}}",
         case.name,
         case.waiters,
         case.rounds,

@@ -32,7 +32,29 @@ enum Attempt<Resp> {
 impl Client {
     /// Sends one unary RPC with timeout, failover, re-authentication and an
     /// audit record per attempt.
+    ///
+    /// The call's state (its gRPC future, its failover) lives on the heap
+    /// while the call is in flight: a caller's future, such as a waiter's
+    /// that spends most of its life waiting for its turn, then stays small
+    /// (a pointer where the call was).
     pub(crate) async fn unary<Req, Resp, F, Fut>(
+        &self,
+        path: &'static str,
+        retry: Retry,
+        msg: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        Req: Describe + Clone,
+        Resp: Describe,
+        F: Fn(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        Box::pin(self.unary_inline(path, retry, msg, call)).await
+    }
+
+    /// [`unary`](Self::unary), its state inline.
+    async fn unary_inline<Req, Resp, F, Fut>(
         &self,
         path: &'static str,
         retry: Retry,

@@ -128,7 +128,10 @@ impl Entry {
             after: timeout.unwrap_or_default(),
         };
         // The grant and the name's reservation count against the timeout.
-        let r = before(deadline, self.ready(), timed_out).await?;
+        // The steps that make calls are boxed: their state is on the heap
+        // only while they run, so a waiter's future stays small while it
+        // waits for its turn, which is most of its life.
+        let r = before(deadline, Box::pin(self.ready()), timed_out).await?;
         let prefix = key::prefix(&self.name);
         // With other contenders of this client on the name, the client's
         // live copy of its keys tells my turn: the acquire reads nothing.
@@ -141,7 +144,7 @@ impl Entry {
                 reads_queue: view.is_none(),
                 ..self.acquire(&r, &prefix)
             };
-            let q = acquire(&r.session.client, &a, Mode::Queue).await?;
+            let q = Box::pin(acquire(&r.session.client, &a, Mode::Queue)).await?;
             if !q.holds() {
                 let me = Place {
                     rule: self.rule,
@@ -155,7 +158,7 @@ impl Entry {
             Ok((q.rev, q.found))
         };
         let outcome = while_alive(&r.session, deadline, turn, timed_out).await;
-        self.finish(r, outcome).await
+        Box::pin(self.finish(r, outcome)).await
     }
 
     /// Tries once: holds if no blocker exists, else reports the first

@@ -56,7 +56,7 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
         s.check_alive()?;
         let read = match known.take() {
             Some(t) => Ok(Read::Turn(t)),
-            None => read_turn(s, me, serializable).await,
+            None => Box::pin(read_turn(s, me, serializable)).await,
         };
         let (witnesses, last) = match read {
             Ok(Read::Turn(Turn::Mine)) => return Ok(()),
@@ -93,7 +93,7 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
             (Ok(Some(at.await)), true)
         } else {
             (
-                wait_any_deleted_with(&s.client, &witnesses, last).await,
+                Box::pin(wait_any_deleted_with(&s.client, &witnesses, last)).await,
                 last,
             )
         };
