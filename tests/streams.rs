@@ -326,3 +326,113 @@ async fn hold_once(
     g.release().await?;
     Ok((at, token))
 }
+
+/// Waiters that share their clients' copies of a name, on three clients
+/// (ten on each), half on sessions, take the lock five times each behind
+/// a holder on a fourth; every third request gives up after 20 ms and
+/// every fifth task is aborted while it waits. No two ever hold at once, the fencing tokens
+/// of the holders grow, and no key is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_sharing_copies_with_timeouts_and_drops_never_hold_together() {
+    const CLIENTS: usize = 3;
+    const PER_CLIENT: usize = 10;
+    const ROUNDS: usize = 5;
+    let etcd = start_etcd().await;
+    let name = "scale/mixed";
+    let inside = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // A holder on a client of its own keeps everyone queued at first.
+    let first = connect(etcd.endpoints()).await;
+    let holder = within("lock", WAIT, first.lock(name)).await.expect("lock");
+    let mut tasks = JoinSet::new();
+    let mut doomed = Vec::new();
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let client = connect(etcd.endpoints()).await;
+        clients.push(client.clone());
+        for w in 0..PER_CLIENT {
+            let (client, inside, tokens) = (client.clone(), inside.clone(), tokens.clone());
+            let session = match w % 2 {
+                0 => None,
+                _ => Some(
+                    within("session", WAIT, client.session(Duration::from_secs(10)))
+                        .await
+                        .expect("session"),
+                ),
+            };
+            let handle = tasks.spawn(async move {
+                for round in 0..ROUNDS {
+                    let i = c * PER_CLIENT + w + round;
+                    let timeout = match i % 3 {
+                        0 => Duration::from_millis(20),
+                        _ => Duration::from_secs(30),
+                    };
+                    let g = match &session {
+                        Some(s) => s.lock(name).timeout(timeout).await,
+                        None => client.lock(name).timeout(timeout).await,
+                    };
+                    let g = match g {
+                        Ok(g) => g,
+                        Err(Error::AcquireTimeout { .. }) => continue,
+                        Err(e) => panic!("lock: {e}"),
+                    };
+                    assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                    tokens.lock().unwrap().push(g.fencing_token().0);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    inside.store(false, Ordering::SeqCst);
+                    g.release().await.expect("release");
+                }
+                session
+            });
+            if (c * PER_CLIENT + w) % 5 == 4 {
+                doomed.push(handle);
+            }
+        }
+    }
+    // Every fifth task is aborted while it waits behind the holder, most
+    // of them on their client's copy (dropped waiters); then the holder
+    // lets go.
+    // (`wait_queued` counts exactly: the holder and every waiter, those
+    // whose first request timed out having queued again.)
+    locker::testing::wait_queued(&first, name, 1 + CLIENTS * PER_CLIENT).await;
+    for h in &doomed {
+        h.abort();
+    }
+    within("release", WAIT, holder.release())
+        .await
+        .expect("release");
+    let (mut joined, mut aborted) = (0, 0);
+    while let Some(r) = within(
+        "every waiter ends",
+        Duration::from_secs(120),
+        tasks.join_next(),
+    )
+    .await
+    {
+        match r {
+            Ok(_) => joined += 1,
+            Err(e) if e.is_cancelled() => aborted += 1,
+            Err(e) => panic!("a waiter panicked: {e}"),
+        }
+    }
+    let tokens = tokens.lock().unwrap().clone();
+    eprintln!(
+        "{} holds, {joined} tasks ended, {aborted} aborted",
+        tokens.len()
+    );
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens not growing: {tokens:?}"
+    );
+    assert!(
+        tokens.len() >= CLIENTS * PER_CLIENT,
+        "too few holds: {}",
+        tokens.len()
+    );
+    wait_until("no key is left", WAIT, || async {
+        locker::testing::queue_keys(&clients[0], name)
+            .await
+            .is_empty()
+    })
+    .await;
+}
