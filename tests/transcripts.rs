@@ -705,7 +705,7 @@ async fn every_operation_sends_exactly_its_golden_transcript() {
             "open /etcdserverpb.Watch/Watch".to_owned(),
             "send /etcdserverpb.Watch/Watch watch create \"t/s/\"..\"t/s0\"".to_owned(),
             format!(
-                "call /etcdserverpb.KV/Range range \"t/s/\"..\"t/s0\" at_rev={} serializable keys_only",
+                "call /etcdserverpb.KV/Range range \"t/s/\"..\"t/s0\" limit=512 at_rev={} serializable keys_only",
                 // The copy of the name, at the watch's revision: nothing
                 // was written after my key.
                 p3.fencing_token()
@@ -824,7 +824,7 @@ async fn second_waiter_of_a_client(
                 o = owner_range("t/c"),
             ),
             "send /etcdserverpb.Watch/Watch watch create \"t/c/\"..\"t/c0\"".to_owned(),
-            "call /etcdserverpb.KV/Range range \"t/c/\"..\"t/c0\" at_rev=N serializable keys_only"
+            "call /etcdserverpb.KV/Range range \"t/c/\"..\"t/c0\" limit=512 at_rev=N serializable keys_only"
                 .to_owned(),
             format!(
                 "call /etcdserverpb.KV/Range range \"{}\" at_rev={released_at} serializable",

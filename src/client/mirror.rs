@@ -299,35 +299,82 @@ async fn follow(client: Client, prefix: Vec<u8>, state: Arc<Mutex<State>>) {
     }
 }
 
+/// How many keys one read of a copy's snapshot asks for: a page stays far
+/// below gRPC's 4 MiB message limit even with etcd's longest keys.
+const SNAPSHOT_PAGE: i64 = 512;
+
 /// The keys under the prefix at revision `at` (from the member at hand;
 /// one that has not reached `at` or compacted it gives way to the newest
-/// state, dated where it holds).
+/// state, dated where it holds), read in pages at that one revision.
 async fn snapshot(
     client: &Client,
     prefix: &[u8],
     end: &[u8],
     at: i64,
 ) -> Result<(Vec<crate::wire::mvccpb::KeyValue>, i64)> {
-    let read = |revision, serializable| pb::RangeRequest {
-        key: prefix.to_vec(),
-        range_end: end.to_vec(),
-        revision,
-        serializable,
-        keys_only: true,
-        ..Default::default()
-    };
     let first = if at > 0 {
-        client.range(read(at, true)).await
+        pages(client, prefix.to_vec(), end, at, true).await
     } else {
         Err(crate::Error::invalid("no revision to read at"))
     };
     match first {
-        Ok(r) => Ok((r.kvs, at)),
+        Ok(kvs) => Ok((kvs, at)),
         Err(crate::Error::Etcd { .. } | crate::Error::InvalidArgument { .. }) => {
-            let r = client.range(read(0, false)).await?;
+            // The newest state: a linearizable first page dates it, the
+            // other pages are read at its revision.
+            let r = client.range(page(prefix.to_vec(), end, 0, false)).await?;
             let now = r.header.map_or(0, |h| h.revision);
-            Ok((r.kvs, now))
+            let mut kvs = r.kvs;
+            if r.more {
+                if let Some(last) = kvs.last() {
+                    let next = after(&last.key);
+                    kvs.extend(pages(client, next, end, now, false).await?);
+                }
+            }
+            Ok((kvs, now))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// One page of keys (keys only) from `start` to `end` at `revision`.
+fn page(start: Vec<u8>, end: &[u8], revision: i64, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: start,
+        range_end: end.to_vec(),
+        revision,
+        serializable,
+        keys_only: true,
+        limit: SNAPSHOT_PAGE,
+        ..Default::default()
+    }
+}
+
+/// The smallest key after `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+/// Every key from `start` to `end` at `revision`, page after page.
+async fn pages(
+    client: &Client,
+    mut start: Vec<u8>,
+    end: &[u8],
+    revision: i64,
+    serializable: bool,
+) -> Result<Vec<crate::wire::mvccpb::KeyValue>> {
+    let mut kvs = Vec::new();
+    loop {
+        let r = client
+            .range(page(start, end, revision, serializable))
+            .await?;
+        let more = r.more;
+        kvs.extend(r.kvs);
+        match kvs.last() {
+            Some(last) if more => start = after(&last.key),
+            _ => return Ok(kvs),
+        }
     }
 }
