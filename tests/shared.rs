@@ -1388,6 +1388,52 @@ async fn mutex_waiters_on_one_client_count_on_one_copy_of_the_name() {
     assert_nothing_queued(&client, name).await;
 }
 
+/// One revision may delete several keys of a name (a transaction, an
+/// operator's `etcdctl del --prefix`): the client's copy of the name must
+/// see every one of them, or a waiter counting on it waits for ever behind
+/// a key that is gone (its events share one revision; the copy once
+/// applied the first and skipped the rest as already seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_sees_every_key_one_revision_deletes() {
+    use locker::wire::etcdserverpb as pb;
+    let etcd = start_etcd().await;
+    let (a, b, c) = (
+        connect(etcd.endpoints()).await,
+        connect(etcd.endpoints()).await,
+        connect(etcd.endpoints()).await,
+    );
+    let name = "copy/one-revision";
+    let holder = within("lock", WAIT, a.lock(name)).await.expect("lock");
+    let (queued, queued_key) = queue_behind(&b, name, b.lock(name)).await;
+    // Two waiters of one client: the second counts on the client's copy.
+    let (first, _) = queue_behind(&c, name, c.lock(name)).await;
+    let (second, _) = queue_behind(&c, name, c.lock(name)).await;
+    let delete = |key: &str| pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
+    };
+    let both = pb::TxnRequest {
+        success: vec![delete(holder.key()), delete(&queued_key)],
+        ..Default::default()
+    };
+    let resp = within("delete both", WAIT, a.txn_raw(both))
+        .await
+        .expect("txn");
+    assert!(resp.succeeded);
+    let (g, _) = first.guard("the first waiter of the client").await;
+    assert!(!second.is_finished(), "two holders at once");
+    release(g).await;
+    let (g, _) = second.guard("the waiter counting on the copy").await;
+    release(g).await;
+    assert!(queued.outcome("the deleted waiter").await.is_err());
+    drop(holder);
+    assert_nothing_queued(&a, name).await;
+}
+
 // ---------------------------------------------------------------------------
 // Sessions: a name's keys of different shapes
 // ---------------------------------------------------------------------------

@@ -244,11 +244,15 @@ impl State {
         }
     }
 
-    /// Applies one watch answer's events newer than the copy.
+    /// Applies one watch answer's events newer than the copy. One
+    /// revision may change several keys (a transaction, a `del --prefix`):
+    /// its events share a revision and come in one answer, so what is
+    /// skipped is judged against the copy's revision before the answer.
     fn apply(&mut self, resp: pb::WatchResponse) {
+        let known = self.rev;
         for ev in resp.events {
             let Some(kv) = ev.kv else { continue };
-            if kv.mod_revision <= self.rev {
+            if kv.mod_revision <= known {
                 continue; // in the snapshot already
             }
             if ev.r#type == EventType::Delete as i32 {
@@ -256,7 +260,7 @@ impl State {
             } else {
                 self.put(kv.key, kv.create_revision);
             }
-            self.rev = kv.mod_revision;
+            self.rev = self.rev.max(kv.mod_revision);
         }
         self.judge();
     }
