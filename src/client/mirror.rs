@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::watches::Watch;
 use super::{Client, prefix_end};
 use crate::error::Result;
 use crate::types::Revision;
@@ -266,34 +267,43 @@ impl State {
     }
 }
 
+/// How many times a copy draws its watch (a new watch, and a new snapshot
+/// at its revision) while the watch may be unsynced; the last draw is kept
+/// either way.
+const MAX_DRAWS: u32 = 3;
+
 /// The mirror's task: watch, snapshot, then follow; again from a new watch
 /// whenever the watch ends.
+///
+/// etcd 3.4 registers a watch created "from now" at the revision it read
+/// before, plus one: a commit in between leaves it unsynced, and its
+/// events then wait for etcd's sync loop (up to ~100 ms), which a fast
+/// queue would feel at every handoff. When the snapshot's first read shows
+/// the member that holds the watch past the watch's revision, that may have
+/// happened: the copy is drawn again (the old watch cancelled), at most
+/// [`MAX_DRAWS`] times. Each draw's snapshot is the truth at its revision,
+/// so waiters are judged on it at once.
 async fn follow(client: Client, prefix: Vec<u8>, state: Arc<Mutex<State>>) {
     let end = prefix_end(&prefix);
     let mut pause = Duration::from_millis(50);
     loop {
-        let mut watch = client.watch(pb::WatchCreateRequest {
-            key: prefix.clone(),
-            range_end: end.clone(),
-            ..Default::default()
-        });
-        let Some(created) = watch.recv().await.filter(|r| r.created && !r.canceled) else {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-            continue;
-        };
-        let at = created.header.map_or(0, |h| h.revision);
-        let Ok((kvs, at)) = snapshot(&client, &prefix, &end, at).await else {
+        let mut watch = None;
+        for draw in 1..=MAX_DRAWS {
+            match start(&client, &prefix, &end, &state).await {
+                Some((w, synced)) if synced || draw == MAX_DRAWS => {
+                    watch = Some(w);
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let Some(mut watch) = watch else {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
             continue;
         };
         pause = Duration::from_millis(50);
-        {
-            let mut s = crate::rt::lock(&state);
-            s.reset(kvs, at);
-            s.judge();
-        }
         while let Some(resp) = watch.recv().await {
             if resp.canceled {
                 break;
@@ -303,42 +313,77 @@ async fn follow(client: Client, prefix: Vec<u8>, state: Arc<Mutex<State>>) {
     }
 }
 
+/// Watches the prefix, reads its keys at the watch's revision into the
+/// copy and wakes whom that lets in. Returns the watch, and whether it is
+/// surely synced; `None` when the watch or the read failed.
+async fn start(
+    client: &Client,
+    prefix: &[u8],
+    end: &[u8],
+    state: &Mutex<State>,
+) -> Option<(Watch, bool)> {
+    let mut watch = client.watch(pb::WatchCreateRequest {
+        key: prefix.to_vec(),
+        range_end: end.to_vec(),
+        ..Default::default()
+    });
+    let created = watch.recv().await.filter(|r| r.created && !r.canceled)?;
+    let header = created.header.unwrap_or_default();
+    let snap = snapshot(client, prefix, end, header.revision).await.ok()?;
+    let synced = snap.read_at == header.revision && snap.member == header.member_id;
+    let mut s = crate::rt::lock(state);
+    s.reset(snap.kvs, snap.at);
+    s.judge();
+    Some((watch, synced))
+}
+
 /// How many keys one read of a copy's snapshot asks for: a page stays far
 /// below gRPC's 4 MiB message limit even with etcd's longest keys.
 const SNAPSHOT_PAGE: i64 = 512;
 
+/// A copy's snapshot: the keys under the prefix at `at`.
+struct Snapshot {
+    kvs: Vec<crate::wire::mvccpb::KeyValue>,
+    at: i64,
+    /// The revision of the member that answered the first read, when it
+    /// answered, and that member.
+    read_at: i64,
+    member: u64,
+}
+
 /// The keys under the prefix at revision `at` (from the member at hand;
 /// one that has not reached `at` or compacted it gives way to the newest
 /// state, dated where it holds), read in pages at that one revision.
-async fn snapshot(
-    client: &Client,
-    prefix: &[u8],
-    end: &[u8],
-    at: i64,
-) -> Result<(Vec<crate::wire::mvccpb::KeyValue>, i64)> {
+async fn snapshot(client: &Client, prefix: &[u8], end: &[u8], at: i64) -> Result<Snapshot> {
     let first = if at > 0 {
         pages(client, prefix.to_vec(), end, at, true).await
     } else {
         Err(crate::Error::invalid("no revision to read at"))
     };
-    match first {
-        Ok(kvs) => Ok((kvs, at)),
+    let (kvs, at, header) = match first {
+        Ok((kvs, header)) => (kvs, at, header),
         Err(crate::Error::Etcd { .. } | crate::Error::InvalidArgument { .. }) => {
             // The newest state: a linearizable first page dates it, the
             // other pages are read at its revision.
             let r = client.range(page(prefix.to_vec(), end, 0, false)).await?;
-            let now = r.header.map_or(0, |h| h.revision);
+            let header = r.header.unwrap_or_default();
             let mut kvs = r.kvs;
             if r.more {
                 if let Some(last) = kvs.last() {
                     let next = after(&last.key);
-                    kvs.extend(pages(client, next, end, now, false).await?);
+                    kvs.extend(pages(client, next, end, header.revision, false).await?.0);
                 }
             }
-            Ok((kvs, now))
+            (kvs, header.revision, header)
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    Ok(Snapshot {
+        kvs,
+        at,
+        read_at: header.revision,
+        member: header.member_id,
+    })
 }
 
 /// One page of keys (keys only) from `start` to `end` at `revision`.
@@ -361,24 +406,27 @@ fn after(key: &[u8]) -> Vec<u8> {
     next
 }
 
-/// Every key from `start` to `end` at `revision`, page after page.
+/// Every key from `start` to `end` at `revision`, page after page; and
+/// the header of the first page's answer.
 async fn pages(
     client: &Client,
     mut start: Vec<u8>,
     end: &[u8],
     revision: i64,
     serializable: bool,
-) -> Result<Vec<crate::wire::mvccpb::KeyValue>> {
+) -> Result<(Vec<crate::wire::mvccpb::KeyValue>, pb::ResponseHeader)> {
     let mut kvs = Vec::new();
+    let mut first = None;
     loop {
         let r = client
             .range(page(start, end, revision, serializable))
             .await?;
+        let header = first.get_or_insert(r.header.unwrap_or_default());
         let more = r.more;
         kvs.extend(r.kvs);
         match kvs.last() {
             Some(last) if more => start = after(&last.key),
-            _ => return Ok(kvs),
+            _ => return Ok((kvs, *header)),
         }
     }
 }
