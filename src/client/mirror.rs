@@ -122,7 +122,8 @@ impl Client {
     /// Wire calls: when no other waiter of this client watches `prefix`
     /// already, a watch create of the prefix on the client's watch stream
     /// and a `KV/Range` of its keys (keys only, serializable, at the
-    /// watch's revision); nothing more per waiter.
+    /// watch's revision), drawn again up to twice when the watch may be
+    /// unsynced; nothing more per waiter.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves the copy (and, when it was
