@@ -120,7 +120,7 @@ impl Entry {
     ///
     /// # Errors
     /// See [`LockRequest`](crate::LockRequest).
-    pub(crate) async fn wait(self, timeout: Option<Duration>) -> Result<Held> {
+    pub(crate) async fn wait(&self, timeout: Option<Duration>) -> Result<Held> {
         // A timeout too large to add to the clock is no timeout.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let timed_out = || Error::AcquireTimeout {
@@ -139,25 +139,30 @@ impl Entry {
             true => r.session.client.contend(&prefix),
             false => (None, None),
         };
-        let turn = async {
-            let a = Acquire {
-                reads_queue: view.is_none(),
-                ..self.acquire(&r, &prefix)
-            };
-            let q = Box::pin(acquire(&r.session.client, &a, Mode::Queue)).await?;
-            if !q.holds() {
-                let me = Place {
-                    rule: self.rule,
-                    prefix: &prefix,
-                    key: &r.key,
-                    rev: q.rev,
-                    view: view.as_deref(),
+        let outcome = {
+            let turn = std::pin::pin!(async {
+                let a = Acquire {
+                    reads_queue: view.is_none(),
+                    ..self.acquire(&r, &prefix)
                 };
-                wait_turn(&r.session, &me, q.turn).await?;
-            }
-            Ok((q.rev, q.found))
+                let q = Box::pin(acquire(&r.session.client, &a, Mode::Queue)).await?;
+                let holds = q.holds();
+                // Only what the wait needs is kept across it.
+                let (rev, turn, found) = (q.rev, q.turn, q.found);
+                if !holds {
+                    let me = Place {
+                        rule: self.rule,
+                        prefix: &prefix,
+                        key: &r.key,
+                        rev,
+                        view: view.as_deref(),
+                    };
+                    wait_turn(&r.session, &me, turn).await?;
+                }
+                Ok((rev, found))
+            });
+            while_alive(&r.session, deadline, turn, timed_out).await
         };
-        let outcome = while_alive(&r.session, deadline, turn, timed_out).await;
         Box::pin(self.finish(r, outcome)).await
     }
 
@@ -211,7 +216,7 @@ impl Entry {
 
     /// Hands out the held key (with the value found in it, when it was
     /// there already), or leaves nothing queued before reporting the error.
-    async fn finish(self, r: Ready, outcome: Result<(Revision, Option<Vec<u8>>)>) -> Result<Held> {
+    async fn finish(&self, r: Ready, outcome: Result<(Revision, Option<Vec<u8>>)>) -> Result<Held> {
         match outcome {
             Ok((rev, found)) => {
                 let value = found.unwrap_or(r.value);
@@ -246,12 +251,17 @@ pub(crate) async fn before<T>(
 /// Runs `turn` while the session's lease lives, until `deadline`; then
 /// checks the lease once more (it may have been lost just as `turn` ended).
 ///
+/// `turn` is pinned by the caller and only borrowed here: a future taken
+/// by value would be kept twice in this one's state (as the argument, and
+/// moved into the race), and a waiter's future is its memory while it
+/// waits.
+///
 /// # Errors
 /// `turn`'s; the session's loss; `timed_out()` past the deadline.
 pub(crate) async fn while_alive<T>(
     session: &SessionInner,
     deadline: Option<Instant>,
-    turn: impl Future<Output = Result<T>>,
+    turn: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
     timed_out: impl FnOnce() -> Error,
 ) -> Result<T> {
     let outcome = tokio::select! {

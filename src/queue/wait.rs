@@ -101,7 +101,10 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
             Ok(Some(gone_at)) if last => {
                 // The post-wait check: my own key must still have existed
                 // then (a lease revoked behind my back shows here).
-                match key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0).await {
+                // Boxed, like every call this wait makes: its state is on
+                // the heap only while it runs.
+                let check = key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0);
+                match Box::pin(check).await {
                     Ok(read) if read.exists => return Ok(()),
                     Ok(_) => {}
                     // Unreachable: read the queue again while the lease may live.

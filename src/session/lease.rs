@@ -79,8 +79,10 @@ pub(crate) struct SessionInner {
     keepalive: Mutex<Option<Registration>>,
     /// What this session knows of each name it queued for.
     pub(super) slots: Mutex<Slots>,
-    /// Says "the slots changed" to requests waiting for a name.
-    pub(super) slots_changed: watch::Sender<()>,
+    /// Says "the slots changed" to requests waiting for a name; made when
+    /// the first request waits (most sessions, such as a lock's own lease,
+    /// never have one, and a channel is a few hundred bytes).
+    pub(super) slots_changed: std::sync::OnceLock<watch::Sender<()>>,
     /// Whether a revoke of the lease was answered (so a drop need not send
     /// one again).
     revoked: AtomicBool,
@@ -122,7 +124,7 @@ impl SessionInner {
             state,
             keepalive: Mutex::new(Some(registration)),
             slots: Mutex::new(Slots::new(resumed)),
-            slots_changed: watch::channel(()).0,
+            slots_changed: std::sync::OnceLock::new(),
             revoked: AtomicBool::new(false),
         })
     }

@@ -24,7 +24,7 @@
 //! never forgotten while it may exist, and nobody reads or deletes a key
 //! that the name may meanwhile have given to someone else.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use tokio::time::Instant;
 
@@ -81,10 +81,52 @@ pub(crate) enum Reserve {
     Wait(Option<Ticket>),
 }
 
+/// A session's slots, by name: a vector kept sorted by name. Most sessions
+/// have one name at a time or a few (a lock's own lease: exactly one),
+/// where a tree's first node alone is some 800 bytes.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+struct ByName(Vec<(String, Slot)>);
+
+impl ByName {
+    fn find(&self, name: &str) -> std::result::Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&Slot> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        self.find(name).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn get_or_insert(&mut self, name: &str, new: impl FnOnce() -> Slot) -> &mut Slot {
+        let i = self.find(name).unwrap_or_else(|i| {
+            if self.0.capacity() == 0 {
+                self.0.reserve_exact(1);
+            }
+            self.0.insert(i, (name.to_owned(), new()));
+            i
+        });
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.find(name) {
+            self.0.remove(i);
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The per-name bookkeeping of one session.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub(crate) struct Slots {
-    map: BTreeMap<String, Slot>,
+    map: ByName,
     next: u64,
     /// On a session resumed on an earlier lease: the names already
     /// reserved once (`None`: a new lease, which has no earlier run).
@@ -96,7 +138,7 @@ impl Slots {
     /// an earlier run, whose keys under a name may be of any shape.
     pub(crate) fn new(resumed: bool) -> Slots {
         Slots {
-            map: BTreeMap::new(),
+            map: ByName::default(),
             next: 1,
             visited: resumed.then(BTreeSet::new),
         }
@@ -147,7 +189,7 @@ impl Slots {
     fn grant(&mut self, name: &str, mine: &str, every_shape: &[String]) -> Reserve {
         let ticket = Ticket(self.next);
         self.next += 1;
-        let slot = self.map.entry(name.to_owned()).or_insert(Slot {
+        let slot = self.map.get_or_insert(name, || Slot {
             owner: Owner::Nobody,
             rev: Revision(0),
             debts: Vec::new(),
@@ -271,8 +313,15 @@ impl SessionInner {
     /// for a name (each looks again).
     pub(crate) fn slots<R>(&self, f: impl FnOnce(&mut Slots) -> R) -> R {
         let r = f(&mut crate::rt::lock(&self.slots));
-        self.slots_changed.send_replace(());
+        self.wake_waiting();
         r
+    }
+
+    /// Wakes the requests waiting for a name, if any ever waited.
+    fn wake_waiting(&self) {
+        if let Some(tx) = self.slots_changed.get() {
+            tx.send_replace(());
+        }
     }
 
     /// Reserves a name on this session, waiting while its keys are being
@@ -295,8 +344,9 @@ impl SessionInner {
         loop {
             // The session may have ended while the name was being cleaned.
             self.check_alive()?;
-            // Subscribed before the look, so no change after it is missed.
-            let mut changed = self.slots_changed.subscribe();
+            // Subscribed before the look, so no change after it is missed
+            // (no channel yet: nothing has waited; see `Reserve::Wait`).
+            let mut changed = self.slots_changed.get().map(|tx| tx.subscribe());
             let decided = {
                 let mut slots = crate::rt::lock(&self.slots);
                 match stalled_for.take() {
@@ -306,7 +356,7 @@ impl SessionInner {
             };
             match decided {
                 Reserve::Got(ticket, debts) => {
-                    self.slots_changed.send_replace(());
+                    self.wake_waiting();
                     return Ok((ticket, debts));
                 }
                 Reserve::Busy(revision) => {
@@ -316,6 +366,13 @@ impl SessionInner {
                     });
                 }
                 Reserve::Wait(stalled) => {
+                    let Some(changed) = changed.as_mut() else {
+                        // The session's first wait: make the channel, then
+                        // look again, subscribed before the look.
+                        self.slots_changed
+                            .get_or_init(|| tokio::sync::watch::channel(()).0);
+                        continue;
+                    };
                     // A removal that has not begun within a request
                     // timeout is not coming (its runtime is not running
                     // it): this request then takes the name over and

@@ -154,13 +154,15 @@ impl SetEntry {
             after: timeout.unwrap_or_default(),
         };
         let r = before(deadline, self.ready(), timed_out).await?;
-        let turn = async {
-            let q = acquire(&r.session.client, &r.acquire(), Mode::Queue).await?;
-            r.known(q.rev);
-            wait_behind(&r, &q).await?;
-            Ok(q.rev)
+        let outcome = {
+            let turn = std::pin::pin!(async {
+                let q = acquire(&r.session.client, &r.acquire(), Mode::Queue).await?;
+                r.known(q.rev);
+                wait_behind(&r, &q).await?;
+                Ok(q.rev)
+            });
+            while_alive(&r.session, deadline, turn, timed_out).await
         };
-        let outcome = while_alive(&r.session, deadline, turn, timed_out).await;
         finish(r, outcome).await
     }
 
