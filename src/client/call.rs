@@ -36,7 +36,10 @@ impl Client {
     /// The call's state (its gRPC future, its failover) lives on the heap
     /// while the call is in flight: a caller's future, such as a waiter's
     /// that spends most of its life waiting for its turn, then stays small
-    /// (a pointer where the call was).
+    /// (a pointer where the call was). A call waits for its place among the
+    /// client's calls in flight before that state is made, so thousands of
+    /// calls waiting for their turn cost their requests, not their gRPC
+    /// futures; the place is kept through the call's retries.
     pub(crate) async fn unary<Req, Resp, F, Fut>(
         &self,
         path: &'static str,
@@ -50,6 +53,8 @@ impl Client {
         F: Fn(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
+        // Never closed: the permit always comes, in turn.
+        let _permit = self.inner.in_flight.acquire().await;
         Box::pin(self.unary_inline(path, retry, msg, call)).await
     }
 
@@ -98,8 +103,6 @@ impl Client {
     {
         let ep = &self.inner.endpoints[i];
         let timeout = self.inner.request_timeout;
-        // Never closed: the permit always comes, in turn.
-        let _permit = self.inner.in_flight.acquire().await;
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, call(ep.channel.clone(), self.request(msg.clone())))

@@ -186,6 +186,9 @@ impl LockGuard {
     /// key is gone); a lock with its own lease goes with the drop of its
     /// lease.
     pub async fn release(self) -> Result<()> {
-        self.held.release().await
+        // Boxed: a caller's future that releases after waiting for the
+        // lock holds this future all its life, and the release's state
+        // (its guarded transaction) is needed only while it runs.
+        Box::pin(self.held.release()).await
     }
 }

@@ -287,7 +287,8 @@ impl MultiLockGuard {
     /// Cancel safe in effect: dropped before its answer, the release goes
     /// on in the background.
     pub async fn release(self) -> Result<()> {
-        self.held.release().await
+        // Boxed, as a lock guard's release is.
+        Box::pin(self.held.release()).await
     }
 }
 

@@ -100,10 +100,14 @@ impl Entry {
     /// a resumed session what the earlier run left in other shapes), and
     /// note that my key may exist from now on: a drop or an error removes
     /// it.
+    ///
+    /// Each step is boxed: thousands of requests waiting for their place
+    /// among the client's calls in flight then hold only the step at hand.
     async fn ready(&self) -> Result<Ready> {
-        let (session, lease_use) = self.lease().await?;
+        let (session, lease_use) = Box::pin(self.lease()).await?;
         let key = self.rule.key(&self.name, session.lease);
-        let slot = Reservation::take(session.clone(), lease_use, &self.name, &key).await?;
+        let take = Reservation::take(session.clone(), lease_use, &self.name, &key);
+        let slot = Box::pin(take).await?;
         slot.may_put(&key);
         let value = self.value.clone().unwrap_or_else(key::default_value);
         Ok(Ready {
