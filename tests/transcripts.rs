@@ -807,7 +807,11 @@ async fn second_waiter_of_a_client(
             !l.contains("watch cancel")
         }
     });
-    assert_eq!((create, read), (creates, creates), "a read per draw: {queued:?}");
+    assert_eq!(
+        (create, read),
+        (creates, creates),
+        "a read per draw: {queued:?}"
+    );
     // The first waiter leaves (its revoke, its watch's cancel): the second
     // is next after the holder.
     let c_first = commits(etcd).await;
