@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use locker::testing::{Etcd, EtcdBuilder, Proxy, ProxyMode, TestCerts, wait_until};
+use locker::testing::{Etcd, EtcdBuilder, Proxy, ProxyMode, TestCerts, wait_until, within};
 use locker::{Client, Error, WireKind, WireRecord};
 
 async fn tls_etcd(certs: &TestCerts, client_auth: bool) -> Etcd {
@@ -255,6 +255,49 @@ async fn a_lock_outlives_three_token_expiries_with_one_reauthentication_each() {
         0,
         "the password appeared in a wire record"
     );
+}
+
+/// A call refused for an expired token re-authenticates, which is a call
+/// of its own: it must get a place among the client's calls in flight even
+/// when the refused calls hold every place (here the only one, with three
+/// calls at once). A call that kept its place through its retries waited
+/// for ever for the place it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_refused_for_an_expired_token_reauthenticate_with_one_place_in_flight() {
+    let etcd = auth_etcd().await;
+    let auths = Arc::new(AtomicUsize::new(0));
+    let a = auths.clone();
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "alicepw")
+        .max_in_flight(1)
+        .audit(move |r: &WireRecord| {
+            if r.path == locker::paths::AUTHENTICATE && r.status == "OK" {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    client.put("locks/places", "0").await.unwrap();
+    for round in 1..=2 {
+        // The simple token expires 2 s after its last use, checked once a
+        // second: wait past that.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..3 {
+            let c = client.clone();
+            puts.spawn(async move { c.put(format!("locks/places/{i}"), format!("{round}")).await });
+        }
+        let done = within(
+            "three calls on an expired token",
+            Duration::from_secs(10),
+            puts.join_all(),
+        )
+        .await;
+        assert!(done.iter().all(Result::is_ok), "round {round}: {done:?}");
+        assert!(auths.load(Ordering::SeqCst) > round, "re-authenticated");
+    }
 }
 
 /// Keepalives further apart than the token lives: etcd 3.5.28 and later

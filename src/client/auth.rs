@@ -44,13 +44,19 @@ impl Client {
         let _single = self.inner.auth_lock.lock().await;
         // Another task may have refreshed the token meanwhile; a fresh
         // token is harmless, so authenticate anyway (it is rare).
-        *crate::rt::write(&self.inner.token) = None;
+        // The request goes without the old token (etcd would refuse an
+        // expired one), but the client's token stays in place until the new
+        // one comes: other calls sent meanwhile carry it, not none, which
+        // etcd refuses as "user name is empty" with no way to retry.
         let resp = self
             .unary(
                 paths::AUTHENTICATE,
                 Retry::Safe,
                 pb::AuthenticateRequest { name, password },
-                |ch, r| async move { AuthClient::new(ch).authenticate(r).await },
+                |ch, mut r| async move {
+                    r.metadata_mut().remove("token");
+                    AuthClient::new(ch).authenticate(r).await
+                },
             )
             .await?;
         let token =

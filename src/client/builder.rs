@@ -135,8 +135,8 @@ impl ClientBuilder {
     /// of waiters on one client then never flood etcd, which refuses
     /// writes with `too many requests` once 5,000 entries wait to be
     /// applied. A call's wait here does not count against its
-    /// [`request_timeout`](Self::request_timeout), and a call keeps its
-    /// place through its retries and failover. Streams (watches,
+    /// [`request_timeout`](Self::request_timeout); each attempt of a call
+    /// takes a place of its own. Streams (watches,
     /// keepalives) are not counted. `connect` refuses 0.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;

@@ -36,10 +36,10 @@ impl Client {
     /// The call's state (its gRPC future, its failover) lives on the heap
     /// while the call is in flight: a caller's future, such as a waiter's
     /// that spends most of its life waiting for its turn, then stays small
-    /// (a pointer where the call was). A call waits for its place among the
-    /// client's calls in flight before that state is made, so thousands of
-    /// calls waiting for their turn cost their requests, not their gRPC
-    /// futures; the place is kept through the call's retries.
+    /// (a pointer where the call was). A call waits for its first place
+    /// among the client's calls in flight before that state is made, so
+    /// thousands of calls waiting for their turn cost their requests, not
+    /// their gRPC futures.
     pub(crate) async fn unary<Req, Resp, F, Fut>(
         &self,
         path: &'static str,
@@ -54,17 +54,24 @@ impl Client {
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         // Never closed: the permit always comes, in turn.
-        let _permit = self.inner.in_flight.acquire().await;
-        Box::pin(self.unary_inline(path, retry, msg, call)).await
+        let first = self.inner.in_flight.acquire().await.ok();
+        Box::pin(self.unary_inline(path, retry, msg, call, first)).await
     }
 
-    /// [`unary`](Self::unary), its state inline.
+    /// [`unary`](Self::unary), its state inline; `first`: the place in
+    /// flight of its first attempt.
+    ///
+    /// Each attempt holds a place in flight, and only while it is sent and
+    /// answered: what comes between attempts (a pause, a re-authentication,
+    /// which is a call of its own) holds none, or calls that all hold a
+    /// place could wait for ever on each other.
     async fn unary_inline<Req, Resp, F, Fut>(
         &self,
         path: &'static str,
         retry: Retry,
         msg: Req,
         call: F,
+        mut first: Option<tokio::sync::SemaphorePermit<'_>>,
     ) -> Result<Resp>
     where
         Req: Describe + Clone,
@@ -74,7 +81,14 @@ impl Client {
     {
         let mut way = Failover::new(self.order()).retry_busy_for(self.inner.request_timeout);
         while let Some(i) = way.next().await {
-            match self.attempt(i, path, &msg, &call).await {
+            let place = match first.take() {
+                Some(p) => Some(p),
+                // Never closed: the permit always comes, in turn.
+                None => self.inner.in_flight.acquire().await.ok(),
+            };
+            let outcome = self.attempt(i, path, &msg, &call).await;
+            drop(place);
+            match outcome {
                 Attempt::Answered(resp) => return Ok(resp),
                 Attempt::TimedOut => self.after_timeout(i, path, retry, &mut way)?,
                 Attempt::Failed(failure) => {
