@@ -10,6 +10,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::watch::{create_request, key_exists};
 use crate::client::Client;
+use crate::error::{Error, Result};
 use crate::session::{LostReason, SessionInner};
 use crate::types::Revision;
 use crate::wire::mvccpb::event::EventType;
@@ -49,6 +50,22 @@ impl LostSignal {
     /// Whether a key was seen deleted (only once something asked).
     pub(crate) fn key_gone(&self) -> bool {
         self.follower.get().is_some_and(Follower::is_gone)
+    }
+
+    /// `Ok` unless a key was seen deleted; then the lease's loss if it is
+    /// lost, else [`Error::LockLost`] naming the first key (a guarded write
+    /// would fail anyway: nothing is sent).
+    ///
+    /// # Errors
+    /// As said.
+    pub(crate) fn check_keys(&self, session: &SessionInner) -> Result<()> {
+        if self.key_gone() {
+            session.check_alive()?;
+            return Err(Error::LockLost {
+                key: self.keys[0].clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether the keys are known to be lost: the lease (judged by the

@@ -68,16 +68,6 @@ impl Held {
         self.lost.signal(&self.session)
     }
 
-    /// The error for `reason`, as this guard sees it.
-    fn lost_error(&self, reason: LostReason) -> Error {
-        match reason {
-            LostReason::KeyDeleted => Error::LockLost {
-                key: self.key.clone(),
-            },
-            r => self.session.lost_error(r),
-        }
-    }
-
     /// `create_revision(my key) == my token`: true exactly while I hold.
     pub(crate) fn is_owner(&self) -> pb::Compare {
         compare_create(self.key.as_bytes(), self.rev)
@@ -91,10 +81,7 @@ impl Held {
     /// [`Error::LockLost`] when my key is gone or not mine; the loss when
     /// the lost signal fired (nothing sent); [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        if self.lost.key_gone() {
-            self.session.check_alive()?;
-            return Err(self.lost_error(LostReason::KeyDeleted));
-        }
+        self.lost.check_keys(&self.session)?;
         guarded_txn(&self.session, vec![self.is_owner()], ops, &self.key).await
     }
 

@@ -86,12 +86,7 @@ impl SetHeld {
     /// mine; the loss when the lost signal fired (nothing sent);
     /// [`Error::Ambiguous`].
     pub(crate) async fn txn(&self, ops: Vec<pb::RequestOp>) -> Result<pb::TxnResponse> {
-        if self.lost.key_gone() {
-            self.session.check_alive()?;
-            return Err(Error::LockLost {
-                key: self.keys[0].clone(),
-            });
-        }
+        self.lost.check_keys(&self.session)?;
         guarded_txn(&self.session, self.is_owner(), ops, &self.keys[0]).await
     }
 
