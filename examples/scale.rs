@@ -5,12 +5,13 @@
 //! during, and after the case.
 //!
 //! ```text
-//! cargo run --release --example scale -- --endpoints http://127.0.0.1:2379 [--cases mutex10,mutex1000,sem50,mutex10000]
+//! cargo run --release --example scale -- --endpoints http://127.0.0.1:2379 [--cases queued1000,mutex10,mutex1000,sem50,mutex10000]
 //! ```
 //!
 //! Each waiter takes the lock (or a permit) on a lease of its own (TTL
 //! 10 s), holds it 2 ms, releases it, and queues again, for a number of
-//! rounds. `scripts/bench --mode scale` runs it against a throwaway etcd and
+//! rounds. First (`queued1000`), the client's heap per waiter while 1,000
+//! waiters wait behind a holder. `scripts/bench --mode scale` runs it against a throwaway etcd and
 //! writes the table into docs/performance.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -260,6 +261,67 @@ async fn run_case(ep: &str, eps: &[String], case: &'static Case, run: u128) {
     );
 }
 
+/// The client's live heap per waiter while `n` waiters (each on a lease of
+/// its own, each in a task of its own that will release what it gets) wait
+/// behind a holder: measured once every key is queued and the heap has
+/// settled; then the holder lets them through.
+async fn queued(eps: &[String], n: usize, run: u128) {
+    let connect = || async {
+        Client::builder()
+            .endpoints(eps.iter().cloned())
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("scale: {e}");
+                std::process::exit(1)
+            })
+    };
+    let (client, other) = (connect().await, connect().await);
+    let name = format!("scale/{run}/queued{n}");
+    let holder = other.lock(&name).ttl(TTL).await.expect("the holder's lock");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let (c, name) = (client.clone(), name.clone());
+        tasks.spawn(async move { c.lock(&name).ttl(TTL).await?.release().await });
+    }
+    // Bounded: every key queued, then the heap steady over 200 ms.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let prefix = format!("{name}/");
+    while Instant::now() < deadline {
+        let keys = other
+            .get_prefix(&prefix)
+            .await
+            .map_or(0, |(kvs, _)| kvs.len());
+        if keys > n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut last = LIVE.load(Ordering::Relaxed);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = LIVE.load(Ordering::Relaxed);
+        if (now - last).abs() * 100 < now.abs() {
+            break;
+        }
+        last = now;
+    }
+    let per_waiter = (LIVE.load(Ordering::Relaxed) - before) as f64 / n as f64 / 1024.0;
+    holder.release().await.expect("the holder's release");
+    let mut errors = 0;
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline + CASE_LIMIT, tasks.join_next()).await
+    {
+        if !matches!(r, Ok(Ok(()))) {
+            errors += 1;
+        }
+    }
+    println!(
+        "{{\"mode\":\"scale_queued\",\"case\":\"queued{n}\",\"waiters\":{n},\"completed\":{},\"errors\":{errors},\"waiting_heap_kib_per_waiter\":{per_waiter:.2}}}",
+        tasks.is_empty()
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut endpoints = Vec::new();
@@ -271,7 +333,7 @@ async fn main() {
             ("--cases", Some(v)) => only = Some(v.split(',').map(String::from).collect()),
             _ => {
                 eprintln!(
-                    "usage: scale --endpoints URLS [--cases mutex10,mutex1000,sem50,mutex10000]"
+                    "usage: scale --endpoints URLS [--cases queued1000,mutex10,mutex1000,sem50,mutex10000]"
                 );
                 std::process::exit(2);
             }
@@ -284,6 +346,12 @@ async fn main() {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    if only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|c| c == "queued1000"))
+    {
+        queued(&endpoints, 1000, run).await;
+    }
     for case in &CASES {
         if only
             .as_ref()

@@ -185,10 +185,11 @@ impl LockGuard {
     /// on in the background (on a session, the name stays reserved until the
     /// key is gone); a lock with its own lease goes with the drop of its
     /// lease.
-    pub async fn release(self) -> Result<()> {
-        // Boxed: a caller's future that releases after waiting for the
-        // lock holds this future all its life, and the release's state
-        // (its guarded transaction) is needed only while it runs.
-        Box::pin(self.held.release()).await
+    pub fn release(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        // Boxed, the guard with it: a caller's future that releases after
+        // waiting for the lock holds this future all its life (as much room
+        // as its largest step), and the release's state (the guard, its
+        // guarded transaction) is needed only while it runs.
+        Box::pin(self.held.release())
     }
 }

@@ -286,9 +286,9 @@ impl MultiLockGuard {
     /// # Cancel safety
     /// Cancel safe in effect: dropped before its answer, the release goes
     /// on in the background.
-    pub async fn release(self) -> Result<()> {
+    pub fn release(self) -> impl Future<Output = Result<()>> + Send + 'static {
         // Boxed, as a lock guard's release is.
-        Box::pin(self.held.release()).await
+        Box::pin(self.held.release())
     }
 }
 

@@ -145,14 +145,15 @@ impl Entry {
         };
         let outcome = {
             let turn = std::pin::pin!(async {
-                let a = Acquire {
-                    reads_queue: view.is_none(),
-                    ..self.acquire(&r, &prefix)
-                };
-                let q = Box::pin(acquire(&r.session.client, &a, Mode::Queue)).await?;
-                let holds = q.holds();
                 // Only what the wait needs is kept across it.
-                let (rev, turn, found) = (q.rev, q.turn, q.found);
+                let (holds, rev, turn, found) = {
+                    let a = Acquire {
+                        reads_queue: view.is_none(),
+                        ..self.acquire(&r, &prefix)
+                    };
+                    let q = Box::pin(acquire(&r.session.client, &a, Mode::Queue)).await?;
+                    (q.holds(), q.rev, q.turn, q.found)
+                };
                 if !holds {
                     let me = Place {
                         rule: self.rule,

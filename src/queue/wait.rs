@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::acquire::{op, ranges};
-use super::rule::{Rule, Turn};
+use super::rule::{Rule, Turn, Witness};
 use super::watch::{key_exists, wait_any_deleted_with};
 use crate::client::{Mirror, Retry};
 use crate::error::{Error, Result};
@@ -54,69 +54,114 @@ pub(crate) async fn wait_turn(s: &SessionInner, me: &Place<'_>, known: Turn) -> 
     let mut serializable = true;
     loop {
         s.check_alive()?;
-        let read = match known.take() {
-            Some(t) => Ok(Read::Turn(t)),
-            None => Box::pin(read_turn(s, me, serializable)).await,
-        };
-        let (witnesses, last) = match read {
-            Ok(Read::Turn(Turn::Mine)) => return Ok(()),
-            Ok(Read::Turn(Turn::Wait { witnesses, last })) => (witnesses, last),
-            Ok(Read::Turn(Turn::Unknown)) => continue,
-            Ok(Read::MyKeyMissing) if serializable => {
-                serializable = false;
-                continue;
-            }
-            // My key is gone: my lease expired (or someone deleted the
-            // key) while I waited. I must not take the lock.
-            Ok(Read::MyKeyMissing) => return Err(Error::LockLost { key: me.key.into() }),
-            Err(e) if e.is_connectivity() => {
+        // Each read, answer and error lives in a block of its own and is
+        // judged before any pause: only what the waits below need stays
+        // across them (a waiter's future is its memory while it waits).
+        let next = {
+            let read = match known.take() {
+                Some(t) => Ok(Read::Turn(t)),
+                None => Box::pin(read_turn(s, me, serializable)).await,
+            };
+            match read {
+                Ok(Read::Turn(Turn::Mine)) => return Ok(()),
+                Ok(Read::Turn(Turn::Wait { witnesses, last })) => Some((witnesses, last)),
+                Ok(Read::Turn(Turn::Unknown)) => continue,
+                Ok(Read::MyKeyMissing) if serializable => {
+                    serializable = false;
+                    continue;
+                }
+                // My key is gone: my lease expired (or someone deleted the
+                // key) while I waited. I must not take the lock.
+                Ok(Read::MyKeyMissing) => return Err(Error::LockLost { key: me.key.into() }),
                 // Unreachable: keep waiting while the lease may be alive;
                 // the lost signal ends the wait.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
+                Err(e) if e.is_connectivity() => None,
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        };
+        let Some(found) = next else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            continue;
         };
         backoff = Duration::from_millis(50);
-        serializable = true;
-        let (waited, last) = if let Some(view) = me.view {
-            // The client's copy of the name's keys, which its other
-            // contenders share, says when my turn comes.
-            let at = view.wait_fewer_before(me.rev, me.rule.limit).await;
-            (Ok(Some(at)), true)
-        } else if me.rule.counts_locally() {
-            // A semaphore: the client's copy of the name's keys says when
-            // fewer than N were created before mine (one watch per client
-            // and name, however many wait), not N watches per waiter.
-            let at = s.client.wait_fewer_before(me.prefix, me.rev, me.rule.limit);
-            (Ok(Some(at.await)), true)
-        } else {
-            (
-                Box::pin(wait_any_deleted_with(&s.client, &witnesses, last)).await,
-                last,
-            )
-        };
-        match waited {
-            Ok(Some(gone_at)) if last => {
-                // The post-wait check: my own key must still have existed
-                // then (a lease revoked behind my back shows here).
-                // Boxed, like every call this wait makes: its state is on
-                // the heap only while it runs.
-                let check = key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0);
-                match Box::pin(check).await {
-                    Ok(read) if read.exists => return Ok(()),
-                    Ok(_) => {}
-                    // Unreachable: read the queue again while the lease may live.
-                    Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
-                    Err(e) => return Err(e),
+        let (witnesses, last) = found;
+        match wait_once(s, me, witnesses, last).await? {
+            AfterWait::Mine => return Ok(()),
+            AfterWait::ReadAgain {
+                pause,
+                linearizable,
+            } => {
+                serializable = !linearizable;
+                if pause {
+                    tokio::time::sleep(backoff).await;
                 }
-                serializable = false;
             }
-            Ok(_) => {}
-            Err(e) if e.is_connectivity() => tokio::time::sleep(backoff).await,
-            Err(e) => return Err(e),
         }
+    }
+}
+
+/// How one wait ended.
+enum AfterWait {
+    Mine,
+    /// Read the queue again: after a pause (etcd was unreachable), and
+    /// linearizable when my own key's check did not find it.
+    ReadAgain {
+        pause: bool,
+        linearizable: bool,
+    },
+}
+
+/// Waits once: on the witnesses (or the client's copy), then, when that
+/// wait ends my turn, checks that my own key still existed then.
+///
+/// # Errors
+/// Errors other than connectivity.
+async fn wait_once(
+    s: &SessionInner,
+    me: &Place<'_>,
+    witnesses: Vec<Witness>,
+    last: bool,
+) -> Result<AfterWait> {
+    let (waited, last) = if let Some(view) = me.view {
+        // The client's copy of the name's keys, which its other contenders
+        // share, says when my turn comes.
+        let at = view.wait_fewer_before(me.rev, me.rule.limit).await;
+        (Ok(Some(at)), true)
+    } else if me.rule.counts_locally() {
+        // A semaphore: the client's copy of the name's keys says when fewer
+        // than N were created before mine (one watch per client and name,
+        // however many wait), not N watches per waiter.
+        let at = s.client.wait_fewer_before(me.prefix, me.rev, me.rule.limit);
+        (Ok(Some(at.await)), true)
+    } else {
+        (
+            Box::pin(wait_any_deleted_with(&s.client, &witnesses, last)).await,
+            last,
+        )
+    };
+    let again = |pause, linearizable| {
+        Ok(AfterWait::ReadAgain {
+            pause,
+            linearizable,
+        })
+    };
+    let gone_at = match waited {
+        Ok(Some(gone_at)) if last => gone_at,
+        Ok(_) => return again(false, false),
+        Err(e) if e.is_connectivity() => return again(true, false),
+        Err(e) => return Err(e),
+    };
+    // The post-wait check: my own key must still have existed then (a
+    // lease revoked behind my back shows here). Boxed, like every call this
+    // wait makes: its state is on the heap only while it runs.
+    let check = key_exists(&s.client, me.key.as_bytes(), me.rev, gone_at.0);
+    match Box::pin(check).await {
+        Ok(read) if read.exists => Ok(AfterWait::Mine),
+        Ok(_) => again(false, true),
+        // Unreachable: read the queue again while the lease may live.
+        Err(e) if e.is_connectivity() => again(true, true),
+        Err(e) => Err(e),
     }
 }
 
