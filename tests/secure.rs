@@ -300,6 +300,52 @@ async fn calls_refused_for_an_expired_token_reauthenticate_with_one_place_in_fli
     }
 }
 
+/// The watch stream keeps the token it was opened with. Once that token
+/// expired, etcd refuses every watch created on the stream, answering
+/// with watch id -1; a waiter behind a lock must still get it: the client
+/// authenticates again and opens the stream again (found by review: the
+/// refusal was dropped as unknown, and the waiter waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_watches_on_after_the_watch_streams_token_expired() {
+    let etcd = auth_etcd_with_token_ttl(1).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r = refused.clone();
+    let client = Client::builder()
+        .endpoints(etcd.endpoints())
+        .user("alice", "alicepw")
+        .audit(move |rec: &WireRecord| {
+            if rec.path == locker::paths::WATCH && rec.response.contains("invalid auth token") {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    let name = "locks/watch-token";
+    let wait = Duration::from_secs(10);
+    for round in 1..=2 {
+        let g = within("lock", wait, client.lock(name)).await.expect("lock");
+        let c = client.clone();
+        let waiter = tokio::spawn(async move { c.lock(name).await });
+        locker::testing::wait_queued(&client, name, 2).await;
+        within("release", wait, g.release()).await.expect("release");
+        let g = within("the waiter", wait, waiter)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        within("release", wait, g.release()).await.expect("release");
+        // The simple token expires 1 s after its last use, checked once a
+        // second: wait past that before the second round.
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+        }
+    }
+    eprintln!(
+        "watch creates refused for the token: {}",
+        refused.load(Ordering::SeqCst)
+    );
+}
+
 /// Keepalives further apart than the token lives: etcd 3.5.28 and later
 /// refuse each with "invalid auth token" (earlier versions do not check
 /// keepalives against the token); the stream is opened again with a fresh

@@ -202,6 +202,14 @@ fn tls_trouble(endpoint: &str, status: &Status) -> Option<Failure> {
     }))
 }
 
+/// Whether an etcd message (a watch's cancel reason, say, which comes
+/// without a status code) says the token must be renewed.
+pub(super) fn asks_reauth(message: &str) -> bool {
+    ETCD_MESSAGES
+        .iter()
+        .any(|(_, text, meaning)| matches!(meaning, Meaning::Reauth) && message.contains(text))
+}
+
 /// The meaning of the first of [`ETCD_MESSAGES`] the status matches.
 fn etcd_message(status: &Status) -> Option<Meaning> {
     let (code, msg) = (status.code(), status.message());

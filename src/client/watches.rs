@@ -19,11 +19,17 @@
 //!   answer (it must read again).
 //! - Watches are created with `fragment`: a response too large for one
 //!   message comes in parts, joined here before the watcher sees it.
+//! - A create etcd refuses comes back without its id (`watch_id` -1), as
+//!   the answer to the oldest create the stream has not answered yet. When
+//!   the refusal is for the token (the stream keeps the token it was opened
+//!   with, and etcd refuses every create on it once that token expired),
+//!   the client authenticates again and the stream is opened again, every
+//!   watch with it; any other refusal goes to that oldest watcher.
 //!
 //! The task is started on first use, owned by the client's
 //! [`Hubs`](super::hubs::Hubs), and holds a detached client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -88,6 +94,7 @@ impl Client {
                 client: self.detached(),
                 stream: None,
                 watches: HashMap::new(),
+                unanswered: VecDeque::new(),
                 cmds: rx,
                 retry_at: None,
                 backoff: FIRST_BACKOFF,
@@ -185,6 +192,8 @@ struct Hub {
     client: Client,
     stream: Option<WatchStream>,
     watches: HashMap<i64, Entry>,
+    /// The creates sent on the stream and not answered yet, oldest first.
+    unanswered: VecDeque<i64>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     /// When to open a stream again (after a break or a failed open).
     retry_at: Option<Instant>,
@@ -224,7 +233,7 @@ impl Hub {
                 self.watches.insert(id, e);
                 match &self.stream {
                     Some(s) if s.send(msg).await.is_err() => self.broken(),
-                    Some(_) => {}
+                    Some(_) => self.unanswered.push_back(id),
                     None if self.retry_at.is_none() => self.open().await,
                     None => {}
                 }
@@ -244,8 +253,14 @@ impl Hub {
 
     /// Routes one answer to its watcher.
     async fn on_answer(&mut self, mut resp: pb::WatchResponse) {
+        if resp.watch_id == -1 && resp.canceled {
+            return self.on_refused(resp).await;
+        }
         self.backoff = FIRST_BACKOFF;
         let id = resp.watch_id;
+        if resp.created {
+            self.unanswered.retain(|u| *u != id);
+        }
         let Some(e) = self.watches.get_mut(&id) else {
             return; // a watch cancelled meanwhile
         };
@@ -294,15 +309,42 @@ impl Hub {
         }
     }
 
+    /// A create refused without its id: the oldest unanswered one's. For
+    /// the token: authenticate again and open the stream again (the
+    /// refused watch is still here, and is created again with the others),
+    /// waiting longer each time it happens in a row. Otherwise the refusal
+    /// goes to its watcher.
+    async fn on_refused(&mut self, mut resp: pb::WatchResponse) {
+        let oldest = self.unanswered.pop_front();
+        if super::failure::asks_reauth(&resp.cancel_reason) {
+            // Refused again after this, the creates say so again.
+            let _ = self.client.authenticate().await;
+            self.reopen(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(LAST_BACKOFF);
+            return;
+        }
+        if let Some(e) = oldest.and_then(|id| self.watches.remove(&id)) {
+            resp.watch_id = oldest.unwrap_or(-1);
+            let _ = e.tx.try_send(resp);
+        }
+    }
+
     /// The stream broke: mark its endpoint down and open another at once.
     fn broken(&mut self) {
-        if let Some(s) = self.stream.take() {
+        if let Some(s) = &self.stream {
             self.client.mark_down(s.endpoint());
         }
+        self.reopen(Instant::now());
+    }
+
+    /// Lets go of the stream; another opens at `at`, with every watch.
+    fn reopen(&mut self, at: Instant) {
+        self.stream = None;
+        self.unanswered.clear();
         for e in self.watches.values_mut() {
             e.parts.clear();
         }
-        self.retry_at = Some(Instant::now());
+        self.retry_at = Some(at);
     }
 
     /// Opens a stream and creates every watch on it (the first one as the
@@ -310,11 +352,16 @@ impl Hub {
     async fn open(&mut self) {
         self.retry_at = None;
         self.watches.retain(|_, e| !e.tx.is_closed());
-        let mut creates: Vec<pb::WatchRequest> =
-            self.watches.values().map(Entry::resume_request).collect();
-        let Some(first) = creates.pop() else {
+        let mut ids: Vec<i64> = self.watches.keys().copied().collect();
+        ids.sort_unstable();
+        let mut creates: Vec<pb::WatchRequest> = ids
+            .iter()
+            .map(|id| self.watches[id].resume_request())
+            .collect();
+        if creates.is_empty() {
             return;
-        };
+        }
+        let first = creates.remove(0);
         let opened = self
             .client
             .open_stream(
@@ -325,6 +372,7 @@ impl Hub {
             .await;
         match opened {
             Ok(s) => {
+                self.unanswered = ids.into();
                 for msg in creates {
                     if s.send(msg).await.is_err() {
                         break;
