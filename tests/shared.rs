@@ -1434,6 +1434,67 @@ async fn a_copy_sees_every_key_one_revision_deletes() {
     assert_nothing_queued(&a, name).await;
 }
 
+/// Two keys under a lock's name created by one transaction share a create
+/// revision. A waiter behind both must wait for both: the newest key
+/// before mine and the oldest key of all having one revision does not make
+/// them one key (it took the lock as soon as the one it watched went,
+/// with the other still there; found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_two_keys_of_one_revision_waits_for_both() {
+    use locker::wire::etcdserverpb as pb;
+    let etcd = start_etcd().await;
+    let client = connect(etcd.endpoints()).await;
+    let rec = Recorder::default();
+    let own = connect_recorded(etcd.endpoints(), &rec).await;
+    let name = "one-revision/lock";
+    let (a, b) = (format!("{name}/a"), format!("{name}/b"));
+    let put = |key: &str| pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let both = pb::TxnRequest {
+        success: vec![put(&a), put(&b)],
+        ..Default::default()
+    };
+    within("put both", WAIT, client.txn_raw(both))
+        .await
+        .expect("txn");
+    let (waiter, _) = queue_behind(&client, name, own.lock(name)).await;
+    wait_quiet(std::slice::from_ref(&rec)).await;
+    // Delete first the key the waiter watches (either may be its witness).
+    let watched = |key: &str| {
+        rec.count(|r| r.path == paths::WATCH && r.request.contains(&format!("create \"{key}\"")))
+    };
+    let (first, second) = match (watched(&a), watched(&b)) {
+        (0, 0) => panic!("the waiter watches neither key"),
+        (0, _) => (b, a),
+        _ => (a, b),
+    };
+    let t = Instant::now();
+    within("delete", WAIT, client.delete(&first))
+        .await
+        .expect("delete");
+    wait_until("the waiter to read after the deletion", WAIT, || {
+        let n = rec.count_since(t, |r| r.kind == WireKind::Unary);
+        async move { n > 0 }
+    })
+    .await;
+    wait_quiet(std::slice::from_ref(&rec)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter took the lock while {second} was still there"
+    );
+    within("delete", WAIT, client.delete(&second))
+        .await
+        .expect("delete");
+    let (g, _) = waiter.guard("the waiter").await;
+    release(g).await;
+    assert_nothing_queued(&client, name).await;
+}
+
 // ---------------------------------------------------------------------------
 // Sessions: a name's keys of different shapes
 // ---------------------------------------------------------------------------

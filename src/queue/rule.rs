@@ -257,22 +257,45 @@ impl Rule {
             .filter(|kv| kv.create_revision < mine.0)
             .take(self.limit as usize)
             .collect();
-        self.wait_on(witnesses, holders)
+        let exactly = self.exactly_limit_before(newest, Some(mine));
+        self.wait_on(witnesses, holders, exactly)
+    }
+
+    /// Whether `answers` (descending reads of the blockers) show exactly
+    /// `limit` blockers created before `mine` (`None`: the reads hold only
+    /// those): no read was cut short by its limit, and they hold that many.
+    /// Keys created in one transaction share a revision, so the oldest and
+    /// the newest blocker before mine having one revision does not make
+    /// them one key.
+    fn exactly_limit_before(&self, answers: &[&pb::RangeResponse], mine: Option<Revision>) -> bool {
+        let before = answers
+            .iter()
+            .flat_map(|a| &a.kvs)
+            .filter(|kv| mine.is_none_or(|m| kv.create_revision < m.0))
+            .count();
+        answers.iter().all(|a| !a.more) && before == self.limit as usize
     }
 
     /// Judges the answers to [`turn_reads`](Self::turn_reads).
     pub(crate) fn judge_turn(&self, answers: &[&pb::RangeResponse]) -> Turn {
         let (witnesses, holders) = answers.split_at(answers.len() / 2);
+        let exactly = self.exactly_limit_before(witnesses, None);
         let witnesses = merged(witnesses, false, self.limit);
         if witnesses.len() < self.limit as usize {
             return Turn::Mine;
         }
-        self.wait_on(witnesses, holders)
+        self.wait_on(witnesses, holders, exactly)
     }
 
     /// `limit` witnesses: wait on them; `last` when they are exactly the
-    /// holders (no other blocker precedes me).
-    fn wait_on(&self, witnesses: Vec<&mvccpb::KeyValue>, holders: &[&pb::RangeResponse]) -> Turn {
+    /// holders and no other blocker precedes me (`exactly`: `limit` of them
+    /// precede me, no more).
+    fn wait_on(
+        &self,
+        witnesses: Vec<&mvccpb::KeyValue>,
+        holders: &[&pb::RangeResponse],
+        exactly: bool,
+    ) -> Turn {
         if witnesses.len() < self.limit as usize {
             // Not mine, yet fewer witnesses than the limit: the reads raced.
             return Turn::Unknown;
@@ -285,7 +308,7 @@ impl Rule {
         held.sort_unstable();
         seen.sort_unstable();
         Turn::Wait {
-            last: held == seen,
+            last: exactly && held == seen,
             witnesses: witnesses
                 .into_iter()
                 .map(|kv| Witness {
