@@ -200,15 +200,20 @@ async fn waiter(
     Ok(())
 }
 
-async fn run_case(ep: &str, eps: &[String], case: &'static Case, run: u128) {
-    let client = Client::builder()
+/// A client of `eps`; the benchmark ends if etcd cannot be reached.
+async fn connect(eps: &[String]) -> Client {
+    Client::builder()
         .endpoints(eps.iter().cloned())
         .connect()
         .await
         .unwrap_or_else(|e| {
             eprintln!("scale: {e}");
             std::process::exit(1)
-        });
+        })
+}
+
+async fn run_case(ep: &str, eps: &[String], case: &'static Case, run: u128) {
+    let client = connect(eps).await;
     let name = format!("scale/{run}/{}", case.name);
     let before = sample(ep).await;
     let done = Arc::new(AtomicU64::new(0));
@@ -266,17 +271,7 @@ async fn run_case(ep: &str, eps: &[String], case: &'static Case, run: u128) {
 /// behind a holder: measured once every key is queued and the heap has
 /// settled; then the holder lets them through.
 async fn queued(eps: &[String], n: usize, run: u128) {
-    let connect = || async {
-        Client::builder()
-            .endpoints(eps.iter().cloned())
-            .connect()
-            .await
-            .unwrap_or_else(|e| {
-                eprintln!("scale: {e}");
-                std::process::exit(1)
-            })
-    };
-    let (client, other) = (connect().await, connect().await);
+    let (client, other) = (connect(eps).await, connect(eps).await);
     let name = format!("scale/{run}/queued{n}");
     let holder = other.lock(&name).ttl(TTL).await.expect("the holder's lock");
     let before = LIVE.load(Ordering::Relaxed);
