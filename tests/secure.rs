@@ -364,6 +364,15 @@ async fn a_held_lock_keeps_its_lease_when_its_keepalives_outlast_the_token() {
             if rec.path == locker::paths::AUTHENTICATE {
                 a.fetch_add(1, Ordering::SeqCst);
             }
+            // A watch (the guard's lost signal follows its key) created on
+            // a stream opened with an expired token is refused too, and
+            // the client authenticates again for it.
+            if rec.path == locker::paths::WATCH
+                && rec.kind == WireKind::StreamRecv
+                && rec.response.contains("invalid auth token")
+            {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
             if rec.path == locker::paths::LEASE_KEEPALIVE {
                 match rec.kind {
                     WireKind::StreamRecv => {
@@ -402,7 +411,8 @@ async fn a_held_lock_keeps_its_lease_when_its_keepalives_outlast_the_token() {
     g.put("locks/keepalive-data", "x").await.unwrap();
     let (auths, refused) = (auths.load(Ordering::SeqCst), refused.load(Ordering::SeqCst));
     eprintln!("keepalives outlasting the token: {auths} authentications, {refused} refusals");
-    // At most one authentication per refused keepalive stream, one for the
+    // At most one authentication per refusal (a keepalive stream, or a
+    // watch create on a stream opened with the expired token), one for the
     // put, and the first.
     assert!(
         auths <= 1 + refused + 1,
