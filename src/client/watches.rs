@@ -323,8 +323,10 @@ impl Hub {
             self.backoff = (self.backoff * 2).min(LAST_BACKOFF);
             return;
         }
-        if let Some(e) = oldest.and_then(|id| self.watches.remove(&id)) {
-            resp.watch_id = oldest.unwrap_or(-1);
+        if let Some(id) = oldest
+            && let Some(e) = self.watches.remove(&id)
+        {
+            resp.watch_id = id;
             let _ = e.tx.try_send(resp);
         }
     }
